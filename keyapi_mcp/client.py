@@ -1,0 +1,315 @@
+"""The only place an upstream request is made.
+
+`KeyAPIClient.fetch_page` sends one GET for one page and returns the raw rows. Around every attempt
+it asks a `CreditGate` for a reservation and reports the outcome, so the ledger sees every attempt
+(including retries) and no request leaves without a reserved credit.
+
+Retry policy (small named pieces below):
+- retried: 429 (honouring Retry-After), 5xx, HTTP 200 with a non-zero `code`, and connection errors
+  raised *before* the request was sent (connect errors) — none of these was charged;
+- never retried: 400/401/402/403 (retrying cannot help), read timeouts and connections lost after
+  the request was sent — the upstream may have charged those, so a silent retry could pay twice.
+At most `MAX_ATTEMPTS` attempts and about `RETRY_BUDGET_SECONDS` of waiting in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from keyapi_mcp import __version__
+from keyapi_mcp.errors import (
+    KeyAPIError,
+    OutOfCredits,
+    RateLimited,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from keyapi_mcp.models import clean_text
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/tiktok/video/products/analytics"
+PAGE_SIZE = 10  # the upstream maximum: the fewest credits for a given number of rows
+MAX_ATTEMPTS = 3
+RETRY_BUDGET_SECONDS = 20.0
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 8.0
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+Charged = Literal["yes", "no", "uncertain"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one upstream attempt did, as the ledger records it."""
+
+    ids_count: int
+    page: int
+    http_status: int | None
+    outcome: str  # "ok", "http_429", "envelope_500", "read_timeout", ...
+    charged: Charged
+    request_id: str | None = None
+
+
+class CreditGate(Protocol):
+    """Reserves a credit before each attempt and settles it after. Implemented by the ledger."""
+
+    async def reserve(self, ids_count: int, page: int) -> object:
+        """Reserve one credit or raise `BudgetExceeded`. Returns an opaque reservation handle."""
+        ...
+
+    async def settle(self, reservation: object, attempt: Attempt) -> None:
+        """Record the attempt; a reservation settled with charged="no" is released."""
+        ...
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    request_id: str | None
+
+
+class RateLimiter:
+    """Spaces requests at least `1/rps` apart across every caller in this process."""
+
+    def __init__(self, rps: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._interval = 1.0 / rps
+        self._clock = clock
+        self._sleep = sleep
+        self._next_free = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = self._clock()
+            wait = self._next_free - now
+            self._next_free = max(now, self._next_free) + self._interval
+        if wait > 0:
+            await self._sleep(wait)
+
+
+def backoff_seconds(attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter for attempt n (1-based) that just failed."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * (2 ** (attempt - 1)))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """Parse `Retry-After` (delta-seconds or HTTP date); None when absent or unparsable."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def _upstream_message(body: Any) -> str:
+    if isinstance(body, dict):
+        msg = body.get("message")
+        if isinstance(msg, str) and msg.strip():
+            return clean_text(msg, limit=200) or ""
+    return ""
+
+
+def _request_id(body: Any, response: httpx.Response | None = None) -> str | None:
+    rid = body.get("requestId") if isinstance(body, dict) else None
+    if rid is None and response is not None:
+        rid = response.headers.get("x-request-id")
+    if isinstance(rid, str | int) and not isinstance(rid, bool):
+        return clean_text(str(rid), limit=100)
+    return None
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way that was not charged and may succeed if tried again."""
+
+    def __init__(self, error: KeyAPIError, wait: float | None = None) -> None:
+        self.error = error
+        self.wait = wait
+
+
+class KeyAPIClient:
+    """Upstream client. Owns no connection pool: the `httpx.AsyncClient` is injected (lifespan-owned)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_key: str,
+        base_url: str,
+        rate_limiter: RateLimiter,
+        timeout_seconds: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._api_key = api_key
+        self._url = base_url.rstrip("/") + ENDPOINT
+        self._limiter = rate_limiter
+        self._timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0))
+        self._sleep = sleep
+        self._clock = clock
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "User-Agent": f"keyapi-mcp/{__version__}",
+            "Accept": "application/json",
+        }
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    async def fetch_page(self, video_ids: Sequence[str], page_num: int, gate: CreditGate) -> Page:
+        """GET one page (page_size=10) for the comma-joined ids; retry what is safe to retry."""
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(video_ids, page_num, gate)
+            except _Retryable as retry:
+                elapsed = self._clock() - started
+                wait = retry.wait if retry.wait is not None else backoff_seconds(attempt)
+                if attempt >= MAX_ATTEMPTS or elapsed + wait > RETRY_BUDGET_SECONDS:
+                    if isinstance(retry.error, RateLimited) and retry.wait is not None:
+                        retry.error.hint = (f"Retry in about {max(1, round(retry.wait))} s; results already "
+                                            "fetched are cached and will not be paid again.")
+                    raise retry.error from None
+                log.info("upstream attempt %d failed (%s); retrying in %.2fs", attempt, retry.error.code, wait)
+                await self._sleep(wait)
+
+    async def _attempt(self, video_ids: Sequence[str], page_num: int, gate: CreditGate) -> Page:
+        params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
+        ids_count = len(video_ids)
+        reservation = await gate.reserve(ids_count, page_num)
+
+        async def settle(status: int | None, outcome: str, charged: Charged, rid: str | None = None) -> None:
+            await gate.settle(reservation, Attempt(ids_count, page_num, status, outcome, charged, rid))
+
+        await self._limiter.acquire()
+        try:
+            response = await self._http.get(self._url, params=params, headers=self._headers,
+                                            timeout=self._timeout)
+            body_bytes = response.content
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Never reached the upstream: not charged, safe to retry.
+            await settle(None, type(exc).__name__, "no")
+            raise _Retryable(UpstreamError(
+                "Could not connect to the KeyAPI upstream.",
+                hint="Check the network and KEYAPI_BASE_URL, then retry; nothing was charged.")) from None
+        except httpx.TimeoutException as exc:
+            await settle(None, "read_timeout", "uncertain")
+            raise UpstreamTimeout(
+                "The KeyAPI upstream did not answer in time; the request may have been charged "
+                "(counted as spent).",
+                hint="Retry the same call later; pages already fetched are cached. Raise "
+                     "KEYAPI_TIMEOUT_SECONDS if this persists.") from None
+        except httpx.TransportError as exc:
+            # Sent, then the connection broke: the upstream may have charged it.
+            await settle(None, f"transport_error:{type(exc).__name__}", "uncertain")
+            raise UpstreamError(
+                "The connection to the KeyAPI upstream was lost after the request was sent; it may "
+                "have been charged (counted as spent).",
+                hint="Retry the same call; pages already fetched are cached.") from None
+        except BaseException:
+            # Cancelled mid-request: the request may have reached the upstream.
+            await asyncio.shield(settle(None, "cancelled", "uncertain"))
+            raise
+
+        status = response.status_code
+        if len(body_bytes) > MAX_BODY_BYTES:
+            await settle(status, "oversized_body", "uncertain" if status == 200 else "no")
+            raise UpstreamError("The upstream answered with an oversized body.",
+                                hint="Retry with fewer video ids.")
+        try:
+            body: Any = json.loads(body_bytes) if body_bytes else None
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        rid = _request_id(body, response)
+        upstream_msg = _upstream_message(body)
+        quoted = f" Upstream said: \"{self._redact(upstream_msg)}\"." if upstream_msg else ""
+
+        if status in (401, 403):
+            await settle(status, f"http_{status}", "no", rid)
+            raise Unauthorized(f"KeyAPI refused the API key (HTTP {status}).{quoted}", status=status,
+                               request_id=rid)
+        if status == 402:
+            await settle(status, "http_402", "no", rid)
+            raise OutOfCredits(f"KeyAPI reports the account is out of credits (HTTP 402).{quoted}",
+                               status=status, request_id=rid)
+        if status == 429:
+            await settle(status, "http_429", "no", rid)
+            wait = retry_after_seconds(response)
+            raise _Retryable(RateLimited(
+                f"KeyAPI rate limit reached (HTTP 429).{quoted}",
+                hint="Retry in a few seconds; results already fetched are cached.", status=status,
+                request_id=rid), wait=wait)
+        if status >= 500:
+            await settle(status, f"http_{status}", "no", rid)
+            raise _Retryable(UpstreamError(
+                f"KeyAPI upstream error (HTTP {status}).{quoted}",
+                hint="The upstream is failing; retry later. Nothing was charged.", status=status,
+                request_id=rid))
+        if status != 200:
+            await settle(status, f"http_{status}", "no", rid)
+            raise UpstreamError(f"KeyAPI rejected the request (HTTP {status}).{quoted}",
+                                hint="Check the video ids; nothing was charged.", status=status,
+                                request_id=rid)
+
+        if not isinstance(body, dict) or "code" not in body:
+            # A 200 whose body is not the documented envelope (HTML page, truncated JSON...). We
+            # cannot tell whether it was charged: count it, never silently.
+            await settle(status, "malformed_body", "uncertain", rid)
+            raise UpstreamError(
+                "KeyAPI answered HTTP 200 with a body that is not the documented JSON envelope "
+                "(counted as possibly charged).",
+                hint="Retry later; if it persists the upstream API may have changed.", status=status,
+                request_id=rid)
+        code = body.get("code")
+        if code not in (0, "0"):
+            await settle(status, f"envelope_{code}"[:40], "no", rid)
+            error_cls = {401: Unauthorized, 403: Unauthorized, 402: OutOfCredits}.get(
+                code if isinstance(code, int) else -1)
+            if error_cls is not None:
+                raise error_cls(f"KeyAPI refused the request (code {code}).{quoted}", status=status,
+                                request_id=rid)
+            if code in (400, "400"):
+                raise UpstreamError(f"KeyAPI rejected the request (code 400).{quoted}",
+                                    hint="Check the video ids; nothing was charged.", request_id=rid)
+            if code in (429, "429"):
+                raise _Retryable(RateLimited(f"KeyAPI rate limit reached (code 429).{quoted}",
+                                             hint="Retry in a few seconds.", request_id=rid))
+            raise _Retryable(UpstreamError(
+                f"KeyAPI returned an error envelope (code {clean_text(str(code), 20)}).{quoted}",
+                hint="Retry later; nothing was charged.", request_id=rid))
+        data = body.get("data")
+        if data is None:
+            data = []
+        if not isinstance(data, list):
+            await settle(status, "malformed_data", "yes", rid)
+            raise UpstreamError("KeyAPI answered success but `data` is not a list (this credit was charged).",
+                                hint="Retry later; if it persists the upstream API may have changed.",
+                                request_id=rid)
+        await settle(status, "ok", "yes", rid)
+        return Page(rows=data, request_id=rid)

@@ -1,0 +1,137 @@
+"""One settings object, read from the environment (then `.env` in the working directory).
+
+Invalid values stop the server at start: `load_settings` turns pydantic's report into one line per
+variable that names the variable, because a misconfigured server that starts anyway would spend
+credits under limits the user never chose.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "KEYAPI_"
+DEFAULT_BASE_URL = "https://api.keyapi.ai"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IP literals (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line per offending variable."""
+
+
+class Settings(BaseSettings):
+    """Server configuration. Every field maps to `KEYAPI_<FIELD>`; secrets are `SecretStr` (hidden in repr)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    api_key: SecretStr | None = Field(default=None, description="Bearer key for the upstream.")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="Upstream origin.")
+    max_credits_per_call: int = Field(default=5, ge=0, le=100_000)
+    max_rps: float = Field(default=5.0, gt=0, le=10_000)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    daily_credit_limit: int = Field(default=100, ge=0)
+    cache_ttl_seconds: int = Field(default=21_600, ge=0)
+    state_dir: Path | None = Field(default=None)
+    state_url: str | None = Field(default=None)
+    log_level: LogLevel = "WARNING"
+
+    # HTTP transport (see README "Running as a service").
+    mcp_auth_token: SecretStr | None = None
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mcp_max_concurrent_calls: int = Field(default=32, ge=1, le=10_000)
+    mcp_max_body_bytes: int = Field(default=262_144, ge=1024)
+
+    @field_validator("api_key", "mcp_auth_token", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        # An empty `KEYAPI_API_KEY=` in a config file means "not set", not "the empty key".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("state_url", mode="before")
+    @classmethod
+    def _check_state_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        scheme = urlsplit(value).scheme
+        if scheme not in ("sqlite", "redis", "rediss"):
+            raise ValueError("must start with sqlite:///, redis:// or rediss://")
+        return value
+
+    @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL such as https://api.keyapi.ai")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be a bare origin (no credentials, query or fragment)")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError(
+                "plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://"
+            )
+        return value
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else "?"
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment and `.env`; raise `ConfigError` naming each bad variable.
+
+    The offending value is not echoed: it may be a secret pasted into the wrong variable.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_input=False, include_url=False):
+            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            lines.append(f"{_env_name(tuple(err.get('loc', ())))}: {msg}")
+        raise ConfigError("; ".join(lines)) from None

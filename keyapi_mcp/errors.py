@@ -1,0 +1,84 @@
+"""The error kinds a model can see, one class per public code.
+
+Each error renders as `[code] what happened. What to do next.` — the bracketed code is the stable
+contract (tests and programs match on it); the prose is for the model. Messages never contain the
+API key: they are built from our own words plus upstream `message` text, which is sanitised.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class KeyAPIError(Exception):
+    """Base of every error that reaches the model as an `isError` tool result."""
+
+    code: ClassVar[str] = "upstream_error"
+    default_hint: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None,
+                 request_id: str | None = None) -> None:
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+        self.status = status
+        self.request_id = request_id
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        text = f"[{self.code}] {self.message.rstrip()}"
+        if self.hint:
+            text += f" {self.hint.strip()}"
+        return text
+
+
+class InvalidInput(KeyAPIError):
+    code = "invalid_input"
+
+
+class MissingApiKey(KeyAPIError):
+    code = "missing_api_key"
+    default_hint = (
+        "Set KEYAPI_API_KEY in the MCP server's environment (e.g. the \"env\" block of the client "
+        "config, or a .env file where the server runs) and restart the server. Get a key from "
+        "https://keyapi.ai/app/dashboard. Try the bundled sample with `keyapi-mcp --demo`."
+    )
+
+
+class Unauthorized(KeyAPIError):
+    code = "unauthorized"
+    default_hint = (
+        "The KeyAPI key was rejected or is not allowed to use this endpoint. Check KEYAPI_API_KEY "
+        "in the server's environment; retrying will not help."
+    )
+
+
+class OutOfCredits(KeyAPIError):
+    code = "out_of_credits"
+    default_hint = (
+        "The KeyAPI account has no credits left. Top up at https://keyapi.ai/app/dashboard; "
+        "cached results remain available through this server."
+    )
+
+
+class BudgetExceeded(KeyAPIError):
+    code = "budget_exceeded"
+
+
+class RateLimited(KeyAPIError):
+    code = "rate_limited"
+
+
+class UpstreamError(KeyAPIError):
+    code = "upstream_error"
+
+
+class UpstreamTimeout(KeyAPIError):
+    code = "timeout"
+
+
+class StateStoreError(BudgetExceeded):
+    """The credit ledger cannot be read or written: fail closed, as a budget refusal naming the store.
+
+    No upstream request may be made without a reservation in the ledger, so an unusable store refuses
+    the call rather than spending blind.
+    """

@@ -1,0 +1,252 @@
+"""Pure functions: fetched rows → condensed result model → compact text for the model.
+
+The text is what most clients show the model, so it carries every fact the question needs (every
+video_id and product_id with units and GMV) in as few tokens as possible: one line per video, one per
+product, no URLs unless `detailed`, then totals, the credit line and how to continue. Structured
+content carries the full typed result, derived metrics included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+from keyapi_mcp.models import (
+    Credits,
+    CreditUsage,
+    ProductOut,
+    Summary,
+    TopProduct,
+    UpstreamRow,
+    VideoOut,
+    VideoProductsResult,
+    clean_text,
+    parse_rows,
+    split_hashtags,
+)
+from keyapi_mcp.store import DayUsage, iso
+from keyapi_mcp.service import FetchOutcome, VideoData
+
+ResponseFormat = Literal["concise", "detailed"]
+TOP_PRODUCTS = 5
+DEMO_BANNER = "DEMO DATA: bundled sample (1 real documented example + synthetic videos), not live KeyAPI data."
+
+
+def _ratio(num: float | None, den: float | None, scale: float = 1.0, digits: int = 4) -> float | None:
+    if num is None or not den:
+        return None
+    return round(num * scale / den, digits)
+
+
+def _iso_from_epoch(value: int | None) -> str | None:
+    if value is None or value <= 0 or value > 32_503_680_000:
+        return None
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _first(rows: Sequence[UpstreamRow], attr: str) -> object:
+    for row in rows:
+        value = getattr(row, attr)
+        if value is not None:
+            return value
+    return None
+
+
+def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[VideoOut, list[str]]:
+    rows, warnings = parse_rows(data.rows)
+    views = _first(rows, "total_views_cnt")
+    likes = _first(rows, "total_digg_cnt")
+    comments = _first(rows, "total_comments_cnt")
+    shares = _first(rows, "total_shares_cnt")
+    favorites = _first(rows, "total_favorites_cnt")
+    engagement = None
+    if views:
+        engagement = round(sum(int(x or 0) for x in (likes, comments, shares, favorites)) / int(views), 4)  # type: ignore[call-overload]
+    products = []
+    for row in rows:
+        units, gmv = row.total_video_sale_cnt, row.total_video_sale_gmv_amt
+        products.append(ProductOut(
+            product_id=row.product_id or "",
+            units_sold=units,
+            gmv=gmv,
+            avg_price=_ratio(gmv, units, digits=2),
+            units_per_1k_views=_ratio(units, views, 1000.0),  # type: ignore[arg-type]
+            gmv_per_1k_views=_ratio(gmv, views, 1000.0),  # type: ignore[arg-type]
+        ))
+    products.sort(key=lambda p: (-(p.gmv or 0.0), -(p.units_sold or 0), p.product_id))
+    fields: dict[str, object] = dict(
+        video_id=data.video_id,
+        author_id=_first(rows, "user_id"),
+        region=clean_text(_first(rows, "region"), 16),  # type: ignore[arg-type]
+        created_at=_iso_from_epoch(_first(rows, "create_time")),  # type: ignore[arg-type]
+        duration_s=_first(rows, "duration"),
+        views=views,
+        likes=likes,
+        comments=comments,
+        shares=shares,
+        favorites=favorites,
+        engagement_rate=engagement,
+        units_sold=sum(p.units_sold or 0 for p in products),
+        gmv=round(sum(p.gmv or 0.0 for p in products), 2),
+        products=products,
+        source="cache" if data.from_cache else "upstream",
+        fetched_at=iso(data.fetched_at),
+    )
+    if response_format == "detailed":
+        fields.update(
+            description=clean_text(_first(rows, "video_desc")),  # type: ignore[arg-type]
+            hashtags=split_hashtags(_first(rows, "hash_tag")),  # type: ignore[arg-type]
+            cover_url=clean_text(_first(rows, "reflow_cover"), 4096),  # type: ignore[arg-type]
+            play_url=clean_text(_first(rows, "play_addr"), 4096),  # type: ignore[arg-type]
+            width=_first(rows, "width"),
+            height=_first(rows, "height"),
+            ratio=clean_text(_first(rows, "ratio"), 16),  # type: ignore[arg-type]
+            data_size=_first(rows, "data_size"),
+        )
+    return VideoOut(**fields), warnings  # type: ignore[arg-type]
+
+
+def build_result(
+    outcome: FetchOutcome,
+    *,
+    usage: DayUsage,
+    daily_limit: int,
+    response_format: ResponseFormat = "concise",
+    demo: bool = False,
+) -> VideoProductsResult:
+    videos: list[VideoOut] = []
+    warnings: list[str] = []
+    for vid in outcome.requested:
+        data = outcome.videos.get(vid)
+        if data is None or not data.rows:
+            continue
+        video, row_warnings = build_video(data, response_format)
+        warnings.extend(f"video {vid}: {w}" for w in row_warnings)
+        if video.products:
+            videos.append(video)
+    videos.sort(key=lambda v: (-v.gmv, -v.units_sold, v.video_id))
+    with_rows = {v.video_id for v in videos}
+    not_found = [v for v in outcome.requested if v in outcome.complete_ids and v not in with_rows]
+    all_products = [(v.video_id, p) for v in videos for p in v.products]
+    top = sorted(all_products, key=lambda vp: (-(vp[1].gmv or 0.0), vp[1].product_id))[:TOP_PRODUCTS]
+    summary = Summary(
+        videos=len(videos),
+        products=len(all_products),
+        distinct_products=len({p.product_id for _, p in all_products}),
+        units_sold=sum(v.units_sold for v in videos),
+        gmv=round(sum(v.gmv for v in videos), 2),
+        top_products=[TopProduct(product_id=p.product_id, video_id=vid, units_sold=p.units_sold, gmv=p.gmv)
+                      for vid, p in top],
+    )
+    return VideoProductsResult(
+        demo=demo,
+        complete=outcome.complete,
+        next_page_num=outcome.next_page_num if not outcome.complete else None,
+        pending_ids=list(outcome.pending_ids),
+        not_found=not_found,
+        videos=videos,
+        summary=summary,
+        credits=credits_block(outcome.spent, outcome.cached_videos, usage, daily_limit),
+        warnings=[*outcome.warnings, *warnings],
+    )
+
+
+def credits_block(spent: int, cached_videos: int, usage: DayUsage, daily_limit: int) -> Credits:
+    return Credits(
+        spent=spent,
+        cached_videos=cached_videos,
+        spent_today=usage.spent,
+        daily_limit=daily_limit or None,
+        remaining_today=max(0, daily_limit - usage.spent) if daily_limit else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Text rendering
+
+
+def _num(value: float | int | None) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return str(value)
+
+
+def _compact(value: int | None) -> str:
+    if value is None:
+        return "?"
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.1f}M"
+    if value >= 10_000:
+        return f"{value / 1_000:.0f}k"
+    return str(value)
+
+
+def _quote(text: str) -> str:
+    # Untrusted upstream text: cleaned already; delimited so it cannot pose as our own lines.
+    return "«" + text.replace("«", "‹").replace("»", "›") + "»"
+
+
+def render_text(result: VideoProductsResult, *, continue_ids: Sequence[str] | None = None) -> str:
+    lines: list[str] = []
+    if result.demo:
+        lines.append(DEMO_BANNER)
+    s = result.summary
+    lines.append(f"{s.videos} videos, {s.products} products; units {s.units_sold}; GMV {_num(s.gmv)} "
+                 "(currency not stated upstream)")
+    if result.videos:
+        lines.append("video | views | eng% | units | GMV ; then product | units | GMV | avg")
+    for v in result.videos:
+        eng = f"{v.engagement_rate * 100:.1f}" if v.engagement_rate is not None else "?"
+        head = f"{v.video_id} | {_compact(v.views)} | {eng} | {v.units_sold} | {_num(v.gmv)}"
+        extras = [x for x in (v.region, (v.created_at or "")[:10] or None) if x]
+        if v.source == "cache":
+            extras.append("cached")
+        if extras:
+            head += " | " + " ".join(extras)
+        lines.append(head)
+        if v.description is not None or v.hashtags:
+            if v.description:
+                lines.append(f"  desc {_quote(v.description)}")
+            if v.hashtags:
+                lines.append(f"  tags {_quote(' '.join(v.hashtags))}")
+            media = [f"{k}={val}" for k, val in (("cover", v.cover_url), ("play", v.play_url),
+                                                 ("size", f"{v.width}x{v.height}" if v.width else None),
+                                                 ("ratio", v.ratio), ("bytes", v.data_size)) if val]
+            if media:
+                lines.append("  " + " ".join(media))
+        for p in v.products:
+            lines.append(f"- {p.product_id} | {_num(p.units_sold)} | {_num(p.gmv)} | {_num(p.avg_price)}")
+    if result.not_found:
+        lines.append("no products: " + ",".join(result.not_found))
+    if result.warnings:
+        lines.append("warnings: " + "; ".join(result.warnings))
+    c = result.credits
+    credit = f"credits: spent {c.spent}, {c.cached_videos} videos from cache; today {c.spent_today}"
+    credit += f"/{c.daily_limit} ({c.remaining_today} left)" if c.daily_limit else " (no daily limit)"
+    lines.append(credit)
+    if not result.complete:
+        ids = list(continue_ids or result.pending_ids)
+        args = "video_ids=[" + ", ".join(f'"{i}"' for i in ids) + "]"
+        if result.next_page_num and result.next_page_num > 1:
+            args += f", page_num={result.next_page_num}"
+        lines.append(f"INCOMPLETE: pending {','.join(ids)}. Continue with get_video_products({args}).")
+    return "\n".join(lines)
+
+
+def render_usage(usage: CreditUsage) -> str:
+    lines = []
+    if usage.demo:
+        lines.append("DEMO MODE: this ledger is in memory and no real credits are spent.")
+    limit = f"{usage.spent_today}/{usage.daily_limit} ({usage.remaining_today} left)" if usage.daily_limit \
+        else f"{usage.spent_today} (no daily limit)"
+    lines.append(f"credits today: {limit}; resets {usage.resets_at}; uncertain {usage.uncertain_today}; "
+                 f"saved by cache {usage.saved_today}")
+    lines.append(f"max per call {usage.max_credits_per_call}; cached videos {usage.cached_videos}")
+    if usage.recent:
+        lines.append("recent: at | page | ids | http | outcome | charged")
+        for e in usage.recent:
+            lines.append(f"{e.at} | {e.page} | {e.ids} | {e.status or '-'} | {e.outcome} | {e.charged}")
+    return "\n".join(lines)

@@ -1,0 +1,346 @@
+"""Data shapes: video id normalisation, the tolerant upstream row, and the condensed output models.
+
+The upstream is documented loosely (numbers sometimes sent as strings, fields missing), so
+`UpstreamRow` converts what it can and turns anything malformed in an optional field into `None`
+instead of failing the whole call. Only `video_id` and `product_id` are required: without them a row
+cannot be attributed, and `parse_rows` skips it with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from keyapi_mcp.errors import InvalidInput
+
+MAX_VIDEO_IDS = 50
+MAX_TEXT_CHARS = 500  # cap on untrusted upstream text (descriptions) in detailed output
+MAX_HASHTAGS = 30
+
+# A TikTok video id is a 64-bit snowflake: 15–20 decimal digits in practice. Accept 1–25 so odd but
+# numeric ids still reach the upstream, which is the authority on whether they exist.
+_ID_RE = re.compile(r"^\d{1,25}$")
+_URL_RE = re.compile(
+    r"^(?:https?://)?(?:(?:www|m|vm|vt)\.)?tiktok\.com/(?P<path>[^?#\s]*)(?:[?#].*)?$", re.IGNORECASE
+)
+_VIDEO_PATH_RE = re.compile(r"^(?:@[^/]+/)?(?:video|v)/(?P<id>\d{1,25})(?:\.html)?/?$", re.IGNORECASE)
+
+ID_HINT = (
+    "Pass numeric TikTok video ids (e.g. \"7521783049722285367\") or full video URLs "
+    "(https://www.tiktok.com/@user/video/<id>). Short links (vm.tiktok.com/…) cannot be resolved "
+    "offline: open them in a browser and pass the resulting /video/<id> URL."
+)
+
+
+def _short(item: str, limit: int = 80) -> str:
+    item = "".join(ch if ch.isprintable() else "?" for ch in item)
+    return item if len(item) <= limit else item[: limit - 1] + "…"
+
+
+def _parse_one(token: str) -> str:
+    token = token.strip()
+    if _ID_RE.match(token):
+        return token.lstrip("0") or "0"
+    match = _URL_RE.match(token)
+    if match:
+        host_part = token.lower().split("//", 1)[-1]
+        if host_part.startswith(("vm.", "vt.")):
+            raise InvalidInput(f"Item {_short(token)!r} is a TikTok short link, which cannot be resolved "
+                               "offline.", hint=ID_HINT)
+        path = match.group("path")
+        video = _VIDEO_PATH_RE.match(path)
+        if video:
+            return video.group("id").lstrip("0") or "0"
+        raise InvalidInput(f"Item {_short(token)!r} is a tiktok.com URL but not a video URL.", hint=ID_HINT)
+    raise InvalidInput(f"Item {_short(token)!r} is not a TikTok video id or video URL.", hint=ID_HINT)
+
+
+def normalize_video_ids(items: Sequence[str]) -> list[str]:
+    """Turn the tool's `video_ids` items into distinct numeric ids, order kept.
+
+    Each item may be an id, a tiktok.com video URL, or several of those joined by commas. Raises
+    `InvalidInput` naming the first bad item; no request may be made for a partially valid list,
+    because the model asked for all of them and a silent drop would look like "not found".
+    """
+    ids: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidInput(f"Item {item!r} is not a string.", hint=ID_HINT)
+        tokens = [t for t in item.split(",") if t.strip()]
+        if not tokens:
+            raise InvalidInput(f"Item {_short(item)!r} is empty.", hint=ID_HINT)
+        for token in tokens:
+            vid = _parse_one(token)
+            if vid not in seen:
+                seen.add(vid)
+                ids.append(vid)
+    if not ids:
+        raise InvalidInput("video_ids is empty.", hint=ID_HINT)
+    if len(ids) > MAX_VIDEO_IDS:
+        raise InvalidInput(
+            f"{len(ids)} distinct video ids were given; at most {MAX_VIDEO_IDS} fit in one call.",
+            hint=f"Split the list into calls of up to {MAX_VIDEO_IDS} ids.",
+        )
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Tolerant upstream row
+
+
+def _lenient_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if not text or len(text) > 40:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return int(number) if math.isfinite(number) else None
+    return None
+
+
+def _lenient_float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if not text or len(text) > 40:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _lenient_str(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return None
+
+
+def _lenient_id(value: Any) -> str | None:
+    text = _lenient_str(value)
+    if text is None:
+        return None
+    text = text.strip()
+    return text if text and len(text) <= 64 and text.isprintable() else None
+
+
+LenientInt = Annotated[int | None, BeforeValidator(_lenient_int)]
+LenientFloat = Annotated[float | None, BeforeValidator(_lenient_float)]
+LenientStr = Annotated[str | None, BeforeValidator(_lenient_str)]
+LenientId = Annotated[str | None, BeforeValidator(_lenient_id)]
+
+
+class UpstreamRow(BaseModel):
+    """One row of the upstream `data` array: one (video, product) pair with the video's stats."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    video_id: LenientId = None
+    product_id: LenientId = None
+    user_id: LenientId = None
+    region: LenientStr = None
+    create_time: LenientInt = None
+    duration: LenientInt = None
+    total_views_cnt: LenientInt = None
+    total_digg_cnt: LenientInt = None
+    total_comments_cnt: LenientInt = None
+    total_shares_cnt: LenientInt = None
+    total_favorites_cnt: LenientInt = None
+    total_video_sale_cnt: LenientInt = None
+    total_video_sale_gmv_amt: LenientFloat = None
+    video_desc: LenientStr = None
+    hash_tag: LenientStr = None
+    reflow_cover: LenientStr = None
+    play_addr: LenientStr = None
+    width: LenientInt = None
+    height: LenientInt = None
+    ratio: LenientStr = None
+    data_size: LenientInt = None
+
+
+def parse_rows(raw_rows: Iterable[Any]) -> tuple[list[UpstreamRow], list[str]]:
+    """Parse raw upstream rows; skip (and report) rows that cannot be attributed to a video/product."""
+    rows: list[UpstreamRow] = []
+    warnings: list[str] = []
+    skipped = 0
+    for raw in raw_rows:
+        if not isinstance(raw, dict):
+            skipped += 1
+            continue
+        row = UpstreamRow.model_validate(raw)
+        if row.video_id is None or row.product_id is None:
+            skipped += 1
+            continue
+        rows.append(row)
+    if skipped:
+        warnings.append(f"skipped {skipped} upstream row(s) without a usable video_id/product_id")
+    return rows, warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# Untrusted text
+
+_CONTROL_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
+def clean_text(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """Strip control/format characters (incl. bidi overrides, zero-width) and cap length.
+
+    Upstream text is written by TikTok users and may carry prompt injection; the renderer also
+    delimits it so a model can tell data from instructions.
+    """
+    if value is None:
+        return None
+    cleaned = "".join(
+        " " if ch in "\t\n\r" else ch
+        for ch in value
+        if ch in "\t\n\r" or unicodedata.category(ch) not in _CONTROL_CATEGORIES
+        or ch == "\u200d"  # zero-width joiner: part of emoji sequences
+    )
+    cleaned = re.sub(r"\s+", " ", cleaned).strip()
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1].rstrip() + "…"
+    return cleaned
+
+
+def split_hashtags(value: str | None) -> list[str]:
+    text = clean_text(value, limit=2000) or ""
+    tags: list[str] = []
+    for token in re.split(r"[\s,]+", text):
+        token = token.strip()
+        if token.startswith("#") and len(token) > 1:
+            tag = token[:100]
+            if tag not in tags:
+                tags.append(tag)
+        if len(tags) >= MAX_HASHTAGS:
+            break
+    return tags
+
+
+# ---------------------------------------------------------------------------------------------
+# Output models (the tool's outputSchema)
+
+
+class ProductOut(BaseModel):
+    product_id: str
+    units_sold: int | None = Field(description="Estimated units sold through this video (total_video_sale_cnt).")
+    gmv: float | None = Field(
+        description="Estimated GMV through this video (total_video_sale_gmv_amt). Currency not stated upstream."
+    )
+    avg_price: float | None = Field(description="gmv / units_sold; null when 0 units.")
+    units_per_1k_views: float | None
+    gmv_per_1k_views: float | None
+
+
+class VideoOut(BaseModel):
+    video_id: str
+    author_id: str | None
+    region: str | None
+    created_at: str | None = Field(description="ISO 8601 UTC, from create_time.")
+    duration_s: int | None
+    views: int | None
+    likes: int | None
+    comments: int | None
+    shares: int | None
+    favorites: int | None
+    engagement_rate: float | None = Field(description="(likes+comments+shares+favorites)/views; null when 0 views.")
+    units_sold: int = Field(description="Sum over this video's products.")
+    gmv: float = Field(description="Sum over this video's products.")
+    products: list[ProductOut]
+    source: Literal["upstream", "cache"] = Field(description="Where this video's data came from in this call.")
+    fetched_at: str = Field(description="When the upstream data was fetched (ISO 8601 UTC).")
+    # Detailed only (absent from concise results):
+    description: str | None = None
+    hashtags: list[str] | None = None
+    cover_url: str | None = None
+    play_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    ratio: str | None = None
+    data_size: int | None = None
+
+
+class TopProduct(BaseModel):
+    product_id: str
+    video_id: str
+    units_sold: int | None
+    gmv: float | None
+
+
+class Summary(BaseModel):
+    videos: int
+    products: int = Field(description="Number of (video, product) rows.")
+    distinct_products: int
+    units_sold: int
+    gmv: float
+    top_products: list[TopProduct]
+
+
+class Credits(BaseModel):
+    spent: int = Field(description="Credits charged by this call (uncertain outcomes included).")
+    cached_videos: int = Field(description="Videos answered from cache at no cost.")
+    spent_today: int
+    daily_limit: int | None = Field(description="Null when there is no daily limit.")
+    remaining_today: int | None
+
+
+class VideoProductsResult(BaseModel):
+    demo: bool
+    complete: bool = Field(description="False when a limit or error stopped the page walk early.")
+    next_page_num: int | None = Field(description="Call again with this page_num and pending_ids to continue.")
+    pending_ids: list[str] = Field(description="Ids whose product list is not complete yet.")
+    not_found: list[str] = Field(description="Requested ids with no product rows (only when complete).")
+    videos: list[VideoOut]
+    summary: Summary
+    credits: Credits
+    warnings: list[str]
+
+
+class LedgerEntryOut(BaseModel):
+    at: str
+    page: int | None
+    ids: int
+    status: int | None
+    outcome: str
+    charged: Literal["yes", "no", "uncertain"]
+    request_id: str | None
+
+
+class CreditUsage(BaseModel):
+    demo: bool
+    spent_today: int
+    daily_limit: int | None
+    remaining_today: int | None
+    max_credits_per_call: int
+    resets_at: str
+    uncertain_today: int = Field(description="Credits counted as spent because the outcome was not seen.")
+    saved_today: int = Field(description="Credits the cache saved today.")
+    cached_videos: int
+    recent: list[LedgerEntryOut]

@@ -1,0 +1,293 @@
+"""The MCP surface: `build_server(settings)` and two thin tools.
+
+Each tool is validate → (cache/budget/client via `ProductsService`) → format. Failures a model can act
+on are raised as `ToolError` carrying `[code] what happened. what to do.`; in mcp 2.x only that text
+reaches the model. Argument-schema failures are rewritten to `[invalid_input]` too (see
+`KeyAPIMCPServer.call_tool`), and unknown arguments are rejected rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ConfigDict, Field, ValidationError
+
+from keyapi_mcp import __version__
+from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter
+from keyapi_mcp.config import Settings
+from keyapi_mcp.errors import InvalidInput, KeyAPIError, MissingApiKey
+from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
+from keyapi_mcp.format import build_result, render_text, render_usage
+from keyapi_mcp.models import (
+    MAX_VIDEO_IDS,
+    CreditUsage,
+    LedgerEntryOut,
+    VideoProductsResult,
+    normalize_video_ids,
+)
+from keyapi_mcp.service import ProductsService
+from keyapi_mcp.store import SQLiteStore, Store, iso, next_midnight
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "keyapi-mcp"
+DEMO_API_KEY = "demo-key-not-secret"
+
+INSTRUCTIONS = """\
+KeyAPI TikTok video commerce data. Use get_video_products to answer "which products does this TikTok \
+video sell, and how well?" for up to 50 videos per call (ids or tiktok.com video URLs). It costs paid \
+KeyAPI credits (1 per upstream page of 10 product rows), but repeated or overlapping questions are \
+answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
+(free) to check the remaining budget before large requests."""
+
+
+def _describe_get_video_products(settings: Settings) -> str:
+    limit = (f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit
+             else "no daily limit")
+    return f"""\
+Products sold in TikTok videos, with estimated units sold and GMV per product, from KeyAPI's Video \
+Products (Analytics) endpoint.
+
+Use it for: which products a video features, how many units each sold and the GMV it drove, and how \
+well a video converts (engagement, units and GMV per 1k views). Pass every video you need in one call \
+(1-{MAX_VIDEO_IDS} ids; numeric ids or https://www.tiktok.com/@user/video/<id> URLs).
+
+Cost: each upstream page (up to {PAGE_SIZE} product rows across the requested videos) costs 1 paid \
+credit. At most {settings.max_credits_per_call} credits per call (KEYAPI_MAX_CREDITS_PER_CALL; lower \
+it with max_credits), {limit}. Videos fetched in the last {settings.cache_ttl_seconds // 3600} h come \
+from cache at no cost.
+
+Returns: per video (sorted by GMV) views, engagement rate, units sold and GMV, and its products (by \
+GMV) with units, GMV and average price; totals; credits spent; `not_found` ids with no product rows. \
+GMV currency is not stated by the upstream. If `complete` is false, call again with the pending ids and \
+`next_page_num` as the text says. response_format="detailed" adds description, hashtags, cover and \
+video URLs."""
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    service: ProductsService
+    store: Store
+    demo: bool
+
+
+def default_state_dir() -> Path:
+    import platformdirs
+
+    return platformdirs.user_cache_path("keyapi-mcp", appauthor=False)
+
+
+def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], float] = time.time) -> Store:
+    """Open the configured store. Demo mode uses a private in-memory ledger: no real credits exist there."""
+    if demo:
+        return SQLiteStore(":memory:", clock=clock)
+    url = settings.state_url
+    if url and url.startswith(("redis://", "rediss://")):
+        from keyapi_mcp.redis_store import RedisStore
+
+        return RedisStore.from_url(url, clock=clock)
+    if url and url.startswith("sqlite:///"):
+        return SQLiteStore(url.removeprefix("sqlite:///") or ":memory:", clock=clock)
+    return SQLiteStore.in_dir(settings.state_dir or default_state_dir(), clock=clock)
+
+
+class KeyAPIMCPServer(MCPServer[AppState]):
+    """MCPServer whose argument-validation failures read `[invalid_input] ...` with the field names."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(_validation_text(name, cause)) from cause
+            if isinstance(cause, ToolError):
+                # Drop the SDK's "Error executing tool X:" prefix: our text starts with its [code].
+                raise ToolError(str(cause)) from None
+            raise
+
+
+def _validation_text(tool: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
+        problems.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return (f"[invalid_input] Invalid arguments for {tool}: " + "; ".join(problems)
+            + ". Fix the arguments as the tool's input schema describes and call again; nothing was charged.")
+
+
+def _strict(tool: Tool) -> Tool:
+    """Reject unknown arguments: a typo'd `refresh` must not silently serve a stale cache."""
+    base = tool.fn_metadata.arg_model
+    strict_model = type(base.__name__, (base,), {"model_config": ConfigDict(extra="forbid"),
+                                                 "__module__": base.__module__})
+    tool.fn_metadata.arg_model = strict_model
+    tool.parameters = strict_model.model_json_schema(by_alias=True)
+    return tool
+
+
+def build_server(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+) -> KeyAPIMCPServer:
+    """Build the server. `transport`, `store` and `clock` are injection points for tests and benchmarks."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        own_store = store is None
+        state_store = store if store is not None else open_store(settings, demo=demo, clock=clock)
+        http_transport = transport
+        if demo and http_transport is None:
+            http_transport = mock_transport(FakeUpstream(demo_dataset()))
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+        async with httpx.AsyncClient(transport=http_transport, limits=limits, follow_redirects=False,
+                                     trust_env=False) as http:
+            api_key = DEMO_API_KEY if demo else (
+                settings.api_key.get_secret_value() if settings.api_key is not None else "")
+            base_url = "https://demo.invalid" if demo else settings.base_url
+            client = KeyAPIClient(http, api_key=api_key, base_url=base_url,
+                                  rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
+                                  timeout_seconds=settings.timeout_seconds)
+            service = ProductsService(
+                state_store,
+                client if (demo or settings.has_api_key) else None,
+                max_credits_per_call=settings.max_credits_per_call,
+                daily_limit=settings.daily_credit_limit,
+                cache_ttl=settings.cache_ttl_seconds,
+            )
+            try:
+                await state_store.prune(settings.cache_ttl_seconds)
+            except KeyAPIError as exc:
+                log.warning("could not prune the cache: %s", exc)
+            try:
+                yield AppState(settings=settings, service=service, store=state_store, demo=demo)
+            finally:
+                if own_store:
+                    await state_store.close()
+
+    async def get_video_products(
+        video_ids: Annotated[
+            list[Annotated[str, Field(max_length=4096)]],
+            Field(min_length=1, max_length=500, description=(
+                f"1-{MAX_VIDEO_IDS} distinct TikTok videos: numeric video ids (\"7521783049722285367\"), "
+                "tiktok.com video URLs (https://www.tiktok.com/@user/video/<id>), or comma-joined ids. "
+                "Duplicates are dropped. Short links (vm.tiktok.com) are not accepted.")),
+        ],
+        ctx: Context[AppState],
+        max_credits: Annotated[int | None, Field(ge=0, le=100_000, description=(
+            "Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
+            "0 = answer from cache only."))] = None,
+        page_num: Annotated[int, Field(ge=1, le=100_000, description=(
+            "Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
+            "(with its pending ids) to continue it."))] = 1,
+        response_format: Annotated[Literal["concise", "detailed"], Field(description=(
+            "concise (default): numbers only. detailed: adds description, hashtags, cover/video URLs, "
+            "dimensions (more tokens)."))] = "concise",
+        refresh: Annotated[bool, Field(description=(
+            "Bypass the cache and re-fetch (costs credits). Only when fresher data than the cached "
+            "fetched_at is needed."))] = False,
+    ) -> Annotated[CallToolResult, VideoProductsResult]:
+        state = ctx.request_context.lifespan_context
+        try:
+            ids = normalize_video_ids(video_ids)
+            if state.service.client is None:
+                raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
+
+            async def progress(done: int, message: str) -> None:
+                try:
+                    await ctx.report_progress(done, None, message)
+                except Exception:  # progress is best effort; never lose a paid page over it
+                    log.debug("progress notification failed", exc_info=True)
+
+            outcome = await state.service.fetch(ids, page_num=page_num, max_credits=max_credits,
+                                                refresh=refresh, progress=progress)
+            usage = await state.store.usage_today()
+            result = build_result(outcome, usage=usage, daily_limit=state.settings.daily_credit_limit,
+                                  response_format=response_format, demo=state.demo)
+        except KeyAPIError as exc:
+            raise ToolError(exc.render()) from None
+        except Exception:
+            log.exception("get_video_products failed unexpectedly")
+            raise ToolError(
+                "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server "
+                "log). Pages fetched before it are cached; retry the same call, or get_credit_usage to "
+                "see what was spent.") from None
+        return CallToolResult(
+            content=[TextContent(type="text", text=render_text(result))],
+            structured_content=result.model_dump(mode="json", exclude_unset=True),
+        )
+
+    async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
+        state = ctx.request_context.lifespan_context
+        try:
+            usage = await state.store.usage_today()
+            recent = await state.store.recent(10)
+            cached = await state.store.cached_video_count(state.settings.cache_ttl_seconds)
+        except KeyAPIError as exc:
+            raise ToolError(exc.render()) from None
+        now = state.store.now()
+        limit = state.settings.daily_credit_limit
+        report = CreditUsage(
+            demo=state.demo,
+            spent_today=usage.spent,
+            daily_limit=limit or None,
+            remaining_today=max(0, limit - usage.spent) if limit else None,
+            max_credits_per_call=state.settings.max_credits_per_call,
+            resets_at=next_midnight(now).isoformat().replace("+00:00", "Z"),
+            uncertain_today=usage.uncertain,
+            saved_today=usage.saved,
+            cached_videos=cached,
+            recent=[LedgerEntryOut(at=iso(e.at), page=e.page, ids=e.ids_count, status=e.http_status,
+                                   outcome=e.outcome, charged="uncertain" if e.charged == "reserved"
+                                   else e.charged, request_id=e.request_id)  # type: ignore[arg-type]
+                    for e in recent],
+        )
+        return CallToolResult(content=[TextContent(type="text", text=render_usage(report))],
+                              structured_content=report.model_dump(mode="json"))
+
+    tools = [
+        _strict(Tool.from_function(
+            get_video_products,
+            name="get_video_products",
+            title="TikTok video products & sales (KeyAPI, paid)",
+            description=_describe_get_video_products(settings),
+            annotations=ToolAnnotations(title="TikTok video products & sales", read_only_hint=True,
+                                        destructive_hint=False, idempotent_hint=False, open_world_hint=True),
+        )),
+        _strict(Tool.from_function(
+            get_credit_usage,
+            name="get_credit_usage",
+            title="KeyAPI credit usage (free)",
+            description=(
+                "Free, no upstream request, works without an API key. Reports credits spent today (UTC), "
+                "the daily limit and what remains, the per-call cap, when the limit resets, credits the "
+                "cache saved, cached videos, and the last 10 upstream requests. Call it before large "
+                "get_video_products requests."),
+            annotations=ToolAnnotations(title="KeyAPI credit usage", read_only_hint=True,
+                                        destructive_hint=False, idempotent_hint=True, open_world_hint=False),
+        )),
+    ]
+    return KeyAPIMCPServer(
+        SERVER_NAME,
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=tools,
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )

@@ -1,0 +1,323 @@
+"""Credit-aware fetching: cache first, single-flight, page walking under the call's budget.
+
+This is the domain core of `get_video_products`, with no MCP in it. Rules it keeps:
+- A video id with a fresh *complete* cache entry is never requested again (a repeat, a subset or a
+  reordering costs 0; an overlap pays only for the new ids).
+- Pending ids go to the upstream in one query, sorted (canonical), `page_size=10`, pages followed
+  until a short page. A short page proves every id in the query complete (possibly empty).
+- Every page fetched is cached under (query, page) before anything else happens, so a credit spent
+  always yields data returned or cached, and a continuation (`page_num > 1`) never pays twice.
+- Concurrent calls in this process that need the same id share one upstream walk.
+- Budget: each request reserves a credit first (per-call cap here, daily limit in the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from keyapi_mcp.client import PAGE_SIZE, Attempt, KeyAPIClient
+from keyapi_mcp.errors import BudgetExceeded, KeyAPIError
+from keyapi_mcp.models import _lenient_id
+from keyapi_mcp.store import CachedVideo, Reservation, Store, canonical_ids, query_key
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass
+class VideoData:
+    video_id: str
+    rows: list[dict[str, Any]]
+    fetched_at: float
+    from_cache: bool
+
+
+@dataclass
+class FetchOutcome:
+    requested: list[str]
+    videos: dict[str, VideoData]
+    complete_ids: set[str]
+    pending_ids: list[str] = field(default_factory=list)
+    next_page_num: int | None = None
+    spent: int = 0
+    cached_videos: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending_ids
+
+
+@dataclass
+class _Walk:
+    """Result of walking one upstream query."""
+
+    ids: list[str]
+    rows: list[Any]
+    complete: bool
+    next_page: int | None
+    fetched_at: float
+    stop_reason: str | None = None
+
+
+class CallBudget:
+    """The `CreditGate` of one tool call: per-call cap here, daily limit atomically in the store."""
+
+    def __init__(self, store: Store, *, cap: int, daily_limit: int, cap_source: str) -> None:
+        self.store = store
+        self.cap = cap
+        self.daily_limit = daily_limit
+        self.cap_source = cap_source
+        self.reserved = 0  # reservations not released: what this call spent (or may have)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.reserved >= self.cap
+
+    async def reserve(self, ids_count: int, page: int) -> object:
+        if self.reserved >= self.cap:
+            raise BudgetExceeded(
+                f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits "
+                f"({self.cap_source}).",
+                hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
+                     "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
+            )
+        reservation = await self.store.reserve(ids_count=ids_count, page=page, daily_limit=self.daily_limit)
+        self.reserved += 1
+        return reservation
+
+    async def settle(self, reservation: object, attempt: Attempt) -> None:
+        assert isinstance(reservation, Reservation)
+        if attempt.charged == "no":
+            self.reserved -= 1
+        await self.store.settle(reservation, attempt)
+
+
+def _row_video_id(row: Any) -> str | None:
+    return _lenient_id(row.get("video_id")) if isinstance(row, dict) else None
+
+
+def group_rows(ids: Sequence[str], rows: Sequence[Any]) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    """Group raw rows by video id (only ids in `ids`); return groups and how many rows were unattributable."""
+    wanted = set(ids)
+    groups: dict[str, list[dict[str, Any]]] = {vid: [] for vid in ids}
+    stray = 0
+    for row in rows:
+        vid = _row_video_id(row)
+        if vid is not None and vid.lstrip("0") in wanted:
+            groups[vid.lstrip("0")].append(row)
+        elif vid is not None and vid in wanted:
+            groups[vid].append(row)
+        else:
+            stray += 1
+    return groups, stray
+
+
+class ProductsService:
+    def __init__(
+        self,
+        store: Store,
+        client: KeyAPIClient | None,
+        *,
+        max_credits_per_call: int,
+        daily_limit: int,
+        cache_ttl: float,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.max_credits_per_call = max_credits_per_call
+        self.daily_limit = daily_limit
+        self.cache_ttl = cache_ttl
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+
+    def budget(self, max_credits: int | None) -> CallBudget:
+        if max_credits is not None and max_credits < self.max_credits_per_call:
+            cap, source = max_credits, f"max_credits={max_credits} for this call"
+        else:
+            cap, source = self.max_credits_per_call, f"KEYAPI_MAX_CREDITS_PER_CALL={self.max_credits_per_call}"
+        return CallBudget(self.store, cap=cap, daily_limit=self.daily_limit, cap_source=source)
+
+    async def fetch(
+        self,
+        video_ids: Sequence[str],
+        *,
+        page_num: int = 1,
+        max_credits: int | None = None,
+        refresh: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> FetchOutcome:
+        """Answer for `video_ids` (already normalised) at the lowest credit cost the cache allows."""
+        if self.client is None:
+            raise RuntimeError("ProductsService.fetch needs a client")  # server checks the key first
+        budget = self.budget(max_credits)
+        started = self.store.now()
+        outcome = FetchOutcome(requested=list(video_ids), videos={}, complete_ids=set())
+        pages_done = 0
+
+        async def on_page(page: int, rows: int) -> None:
+            nonlocal pages_done
+            pages_done += 1
+            if progress is not None:
+                await progress(pages_done, f"page {page}: {rows} rows")
+
+        try:
+            if page_num > 1:
+                # A continuation walks exactly the query it names, whatever the cache holds now.
+                walk = await self._walk(canonical_ids(video_ids), page_num, budget, refresh, on_page)
+                await self._absorb(walk, outcome, start_page=page_num)
+                return outcome
+
+            if not refresh:
+                cached = await self.store.get_videos(video_ids, self.cache_ttl)
+                self._take_cached(cached, outcome)
+            pending = [v for v in video_ids if v not in outcome.videos]
+            for _round in range(3):
+                if not pending:
+                    break
+                try:
+                    pending = await self._fetch_round(pending, budget, refresh, started, outcome, on_page)
+                except BudgetExceeded as exc:
+                    if not outcome.videos:
+                        raise
+                    # Cached videos are still worth returning; the rest stays pending.
+                    outcome.pending_ids.extend(v for v in pending if v not in outcome.pending_ids)
+                    outcome.next_page_num = outcome.next_page_num or 1
+                    outcome.warnings.append(f"not fetched: {exc.render()}")
+                    return outcome
+            if pending:  # others' walks failed three times over: report rather than loop forever
+                outcome.pending_ids.extend(v for v in pending if v not in outcome.pending_ids)
+                outcome.warnings.append("some ids could not be fetched; call again for them")
+            return outcome
+        finally:
+            outcome.spent = budget.reserved
+            if outcome.cached_videos and outcome.complete:
+                total_rows = sum(len(v.rows) for v in outcome.videos.values())
+                await self.store.add_saved(max(0, total_rows // PAGE_SIZE + 1 - outcome.spent))
+
+    def _take_cached(self, cached: dict[str, CachedVideo], outcome: FetchOutcome) -> None:
+        for vid, entry in cached.items():
+            if vid in outcome.videos:
+                continue
+            outcome.videos[vid] = VideoData(vid, entry.rows, entry.fetched_at, from_cache=True)
+            outcome.complete_ids.add(vid)
+            outcome.cached_videos += 1
+
+    async def _fetch_round(
+        self,
+        pending: list[str],
+        budget: CallBudget,
+        refresh: bool,
+        started: float,
+        outcome: FetchOutcome,
+        on_page: Callable[[int, int], Awaitable[None]],
+    ) -> list[str]:
+        """Fetch what nobody else is fetching; wait for the rest; return ids still missing."""
+        mine = [v for v in pending if v not in self._inflight]
+        theirs = {v: self._inflight[v] for v in pending if v in self._inflight}
+        loop = asyncio.get_running_loop()
+        claims = {v: loop.create_future() for v in mine}
+        self._inflight.update(claims)
+        try:
+            if mine:
+                walk = await self._walk(canonical_ids(mine), 1, budget, refresh, on_page)
+                await self._absorb(walk, outcome, start_page=1)
+        finally:
+            for vid, fut in claims.items():
+                if self._inflight.get(vid) is fut:
+                    del self._inflight[vid]
+                if not fut.done():
+                    fut.set_result(None)
+        if not theirs:
+            return []
+        await asyncio.gather(*theirs.values(), return_exceptions=True)
+        waited = list(theirs)
+        # Entries written by the walk we waited for are fresh even under refresh.
+        max_age = self.cache_ttl if not refresh else self.store.now() - started + 1
+        got = await self.store.get_videos(waited, max(max_age, 1e-9))
+        self._take_cached(got, outcome)
+        return [v for v in waited if v not in outcome.videos]
+
+    async def _walk(
+        self,
+        ids: list[str],
+        start_page: int,
+        budget: CallBudget,
+        refresh: bool,
+        on_page: Callable[[int, int], Awaitable[None]],
+    ) -> _Walk:
+        """Follow pages of one query from `start_page` until a short page, the cap, or an error.
+
+        An error before any row propagates (the call has nothing to show); after some rows it ends
+        the walk as incomplete, and what was fetched is returned (it is cached already).
+        """
+        assert self.client is not None
+        key = query_key(ids)
+        rows: list[Any] = []
+        page = start_page
+        fetched_at = self.store.now()
+        while True:
+            cached = None if refresh else await self.store.get_page(key, page, self.cache_ttl)
+            if cached is not None:
+                page_rows = cached.rows
+                fetched_at = min(fetched_at, cached.fetched_at)
+            else:
+                if budget.exhausted and rows:
+                    return _Walk(ids, rows, False, page, fetched_at,
+                                 stop_reason=f"the per-call credit cap ({budget.cap_source}) was reached")
+                try:
+                    result = await self.client.fetch_page(ids, page, budget)
+                except KeyAPIError as exc:
+                    if not rows:
+                        raise
+                    return _Walk(ids, rows, False, page, fetched_at, stop_reason=exc.render())
+                page_rows = result.rows
+                await self.store.put_page(key, page, page_rows, self.store.now())
+            rows.extend(page_rows)
+            await on_page(page, len(page_rows))
+            if len(page_rows) < PAGE_SIZE:
+                return _Walk(ids, rows, True, None, fetched_at)
+            page += 1
+
+    async def _absorb(self, walk: _Walk, outcome: FetchOutcome, *, start_page: int) -> None:
+        """Fold one walk into the outcome and cache whatever it proved complete."""
+        rows = walk.rows
+        assembled = False
+        if walk.complete and start_page > 1:
+            earlier = await self._earlier_pages(walk.ids, start_page)
+            if earlier is not None:
+                rows = earlier + rows
+                assembled = True
+            else:
+                outcome.warnings.append(
+                    f"pages 1–{start_page - 1} of this query are not in the cache, so this answer holds "
+                    f"only pages {start_page}+ and cannot tell which ids have no products"
+                )
+        groups, stray = group_rows(walk.ids, rows)
+        if stray:
+            outcome.warnings.append(f"ignored {stray} upstream row(s) for videos that were not requested")
+        if walk.complete and (start_page == 1 or assembled):
+            await self.store.put_videos(groups, walk.fetched_at)
+            outcome.complete_ids.update(walk.ids)
+        for vid, vrows in groups.items():
+            if vrows or (walk.complete and (start_page == 1 or assembled)):
+                outcome.videos[vid] = VideoData(vid, vrows, walk.fetched_at, from_cache=False)
+        if not walk.complete:
+            outcome.pending_ids.extend(v for v in walk.ids if v not in outcome.pending_ids)
+            if outcome.next_page_num is None:
+                outcome.next_page_num = walk.next_page
+            outcome.warnings.append(f"stopped before page {walk.next_page}: {walk.stop_reason}")
+
+    async def _earlier_pages(self, ids: list[str], start_page: int) -> list[Any] | None:
+        key = query_key(ids)
+        rows: list[Any] = []
+        for page in range(1, start_page):
+            cached = await self.store.get_page(key, page, self.cache_ttl)
+            if cached is None:
+                return None
+            rows.extend(cached.rows)
+        return rows
