@@ -8,6 +8,7 @@ and the process exits with status 2 before any request could be made under the w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -26,12 +27,23 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Try it without an API key: keyapi-mcp --demo",
     )
     parser.add_argument("--version", action="version", version=f"keyapi-mcp {__version__}")
-    parser.add_argument("--demo", action="store_true",
-                        help="serve a bundled sample data set: no API key, no network, no real credits")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                        type=str.upper, help="stderr log level (default: KEYAPI_LOG_LEVEL or WARNING)")
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio",
-                        help="stdio (default) or http (MCP Streamable HTTP at /mcp)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve a bundled sample data set: no API key, no network, no real credits",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        type=str.upper,
+        help="stderr log level (default: KEYAPI_LOG_LEVEL or WARNING)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["stdio", "http"],
+        default="stdio",
+        help="stdio (default) or http (MCP Streamable HTTP at /mcp)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     return parser
@@ -44,8 +56,9 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # httpx logs every request URL at INFO; keep it to warnings unless debugging.
-    logging.getLogger("httpx").setLevel(max(logging.getLevelName(level), logging.WARNING)
-                                        if level != "DEBUG" else logging.DEBUG)
+    logging.getLogger("httpx").setLevel(
+        max(logging.getLevelName(level), logging.WARNING) if level != "DEBUG" else logging.DEBUG
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,10 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"keyapi-mcp: configuration error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         return 0
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

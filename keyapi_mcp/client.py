@@ -83,8 +83,12 @@ class Page:
 class RateLimiter:
     """Spaces requests at least `1/rps` apart across every caller in this process."""
 
-    def __init__(self, rps: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        rps: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._interval = 1.0 / rps
         self._clock = clock
         self._sleep = sleep
@@ -193,8 +197,10 @@ class KeyAPIClient:
                 wait = retry.wait if retry.wait is not None else backoff_seconds(attempt)
                 if attempt >= MAX_ATTEMPTS or elapsed + wait > RETRY_BUDGET_SECONDS:
                     if isinstance(retry.error, RateLimited) and retry.wait is not None:
-                        retry.error.hint = (f"Retry in about {max(1, round(retry.wait))} s; results already "
-                                            "fetched are cached and will not be paid again.")
+                        retry.error.hint = (
+                            f"Retry in about {max(1, round(retry.wait))} s; results already "
+                            "fetched are cached and will not be paid again."
+                        )
                     raise retry.error from None
                 log.info("upstream attempt %d failed (%s); retrying in %.2fs", attempt, retry.error.code, wait)
                 await self._sleep(wait)
@@ -209,29 +215,32 @@ class KeyAPIClient:
 
         await self._limiter.acquire()
         try:
-            response = await self._http.get(self._url, params=params, headers=self._headers,
-                                            timeout=self._timeout)
+            response = await self._http.get(self._url, params=params, headers=self._headers, timeout=self._timeout)
             body_bytes = response.content
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Never reached the upstream: not charged, safe to retry.
             await settle(None, type(exc).__name__, "no")
-            raise _Retryable(UpstreamError(
-                "Could not connect to the KeyAPI upstream.",
-                hint="Check the network and KEYAPI_BASE_URL, then retry; nothing was charged.")) from None
-        except httpx.TimeoutException as exc:
+            raise _Retryable(
+                UpstreamError(
+                    "Could not connect to the KeyAPI upstream.",
+                    hint="Check the network and KEYAPI_BASE_URL, then retry; nothing was charged.",
+                )
+            ) from None
+        except httpx.TimeoutException:
             await settle(None, "read_timeout", "uncertain")
             raise UpstreamTimeout(
-                "The KeyAPI upstream did not answer in time; the request may have been charged "
-                "(counted as spent).",
+                "The KeyAPI upstream did not answer in time; the request may have been charged (counted as spent).",
                 hint="Retry the same call later; pages already fetched are cached. Raise "
-                     "KEYAPI_TIMEOUT_SECONDS if this persists.") from None
+                "KEYAPI_TIMEOUT_SECONDS if this persists.",
+            ) from None
         except httpx.TransportError as exc:
             # Sent, then the connection broke: the upstream may have charged it.
             await settle(None, f"transport_error:{type(exc).__name__}", "uncertain")
             raise UpstreamError(
                 "The connection to the KeyAPI upstream was lost after the request was sent; it may "
                 "have been charged (counted as spent).",
-                hint="Retry the same call; pages already fetched are cached.") from None
+                hint="Retry the same call; pages already fetched are cached.",
+            ) from None
         except BaseException:
             # Cancelled mid-request: the request may have reached the upstream.
             await asyncio.shield(settle(None, "cancelled", "uncertain"))
@@ -240,42 +249,55 @@ class KeyAPIClient:
         status = response.status_code
         if len(body_bytes) > MAX_BODY_BYTES:
             await settle(status, "oversized_body", "uncertain" if status == 200 else "no")
-            raise UpstreamError("The upstream answered with an oversized body.",
-                                hint="Retry with fewer video ids.")
+            raise UpstreamError("The upstream answered with an oversized body.", hint="Retry with fewer video ids.")
         try:
             body: Any = json.loads(body_bytes) if body_bytes else None
         except (ValueError, UnicodeDecodeError):
             body = None
         rid = _request_id(body, response)
         upstream_msg = _upstream_message(body)
-        quoted = f" Upstream said: \"{self._redact(upstream_msg)}\"." if upstream_msg else ""
+        quoted = f' Upstream said: "{self._redact(upstream_msg)}".' if upstream_msg else ""
 
         if status in (401, 403):
             await settle(status, f"http_{status}", "no", rid)
-            raise Unauthorized(f"KeyAPI refused the API key (HTTP {status}).{quoted}", status=status,
-                               request_id=rid)
+            raise Unauthorized(f"KeyAPI refused the API key (HTTP {status}).{quoted}", status=status, request_id=rid)
         if status == 402:
             await settle(status, "http_402", "no", rid)
-            raise OutOfCredits(f"KeyAPI reports the account is out of credits (HTTP 402).{quoted}",
-                               status=status, request_id=rid)
+            raise OutOfCredits(
+                f"KeyAPI reports the account is out of credits (HTTP 402).{quoted}",
+                status=status,
+                request_id=rid,
+            )
         if status == 429:
             await settle(status, "http_429", "no", rid)
             wait = retry_after_seconds(response)
-            raise _Retryable(RateLimited(
-                f"KeyAPI rate limit reached (HTTP 429).{quoted}",
-                hint="Retry in a few seconds; results already fetched are cached.", status=status,
-                request_id=rid), wait=wait)
+            raise _Retryable(
+                RateLimited(
+                    f"KeyAPI rate limit reached (HTTP 429).{quoted}",
+                    hint="Retry in a few seconds; results already fetched are cached.",
+                    status=status,
+                    request_id=rid,
+                ),
+                wait=wait,
+            )
         if status >= 500:
             await settle(status, f"http_{status}", "no", rid)
-            raise _Retryable(UpstreamError(
-                f"KeyAPI upstream error (HTTP {status}).{quoted}",
-                hint="The upstream is failing; retry later. Nothing was charged.", status=status,
-                request_id=rid))
+            raise _Retryable(
+                UpstreamError(
+                    f"KeyAPI upstream error (HTTP {status}).{quoted}",
+                    hint="The upstream is failing; retry later. Nothing was charged.",
+                    status=status,
+                    request_id=rid,
+                )
+            )
         if status != 200:
             await settle(status, f"http_{status}", "no", rid)
-            raise UpstreamError(f"KeyAPI rejected the request (HTTP {status}).{quoted}",
-                                hint="Check the video ids; nothing was charged.", status=status,
-                                request_id=rid)
+            raise UpstreamError(
+                f"KeyAPI rejected the request (HTTP {status}).{quoted}",
+                hint="Check the video ids; nothing was charged.",
+                status=status,
+                request_id=rid,
+            )
 
         if not isinstance(body, dict) or "code" not in body:
             # A 200 whose body is not the documented envelope (HTML page, truncated JSON...). We
@@ -284,32 +306,48 @@ class KeyAPIClient:
             raise UpstreamError(
                 "KeyAPI answered HTTP 200 with a body that is not the documented JSON envelope "
                 "(counted as possibly charged).",
-                hint="Retry later; if it persists the upstream API may have changed.", status=status,
-                request_id=rid)
+                hint="Retry later; if it persists the upstream API may have changed.",
+                status=status,
+                request_id=rid,
+            )
         code = body.get("code")
         if code not in (0, "0"):
             await settle(status, f"envelope_{code}"[:40], "no", rid)
             error_cls = {401: Unauthorized, 403: Unauthorized, 402: OutOfCredits}.get(
-                code if isinstance(code, int) else -1)
+                code if isinstance(code, int) else -1
+            )
             if error_cls is not None:
-                raise error_cls(f"KeyAPI refused the request (code {code}).{quoted}", status=status,
-                                request_id=rid)
+                raise error_cls(f"KeyAPI refused the request (code {code}).{quoted}", status=status, request_id=rid)
             if code in (400, "400"):
-                raise UpstreamError(f"KeyAPI rejected the request (code 400).{quoted}",
-                                    hint="Check the video ids; nothing was charged.", request_id=rid)
+                raise UpstreamError(
+                    f"KeyAPI rejected the request (code 400).{quoted}",
+                    hint="Check the video ids; nothing was charged.",
+                    request_id=rid,
+                )
             if code in (429, "429"):
-                raise _Retryable(RateLimited(f"KeyAPI rate limit reached (code 429).{quoted}",
-                                             hint="Retry in a few seconds.", request_id=rid))
-            raise _Retryable(UpstreamError(
-                f"KeyAPI returned an error envelope (code {clean_text(str(code), 20)}).{quoted}",
-                hint="Retry later; nothing was charged.", request_id=rid))
+                raise _Retryable(
+                    RateLimited(
+                        f"KeyAPI rate limit reached (code 429).{quoted}",
+                        hint="Retry in a few seconds.",
+                        request_id=rid,
+                    )
+                )
+            raise _Retryable(
+                UpstreamError(
+                    f"KeyAPI returned an error envelope (code {clean_text(str(code), 20)}).{quoted}",
+                    hint="Retry later; nothing was charged.",
+                    request_id=rid,
+                )
+            )
         data = body.get("data")
         if data is None:
             data = []
         if not isinstance(data, list):
             await settle(status, "malformed_data", "yes", rid)
-            raise UpstreamError("KeyAPI answered success but `data` is not a list (this credit was charged).",
-                                hint="Retry later; if it persists the upstream API may have changed.",
-                                request_id=rid)
+            raise UpstreamError(
+                "KeyAPI answered success but `data` is not a list (this credit was charged).",
+                hint="Retry later; if it persists the upstream API may have changed.",
+                request_id=rid,
+            )
         await settle(status, "ok", "yes", rid)
         return Page(rows=data, request_id=rid)

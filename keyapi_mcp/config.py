@@ -107,9 +107,7 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("must be a bare origin (no credentials, query or fragment)")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-            raise ValueError(
-                "plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://"
-            )
+            raise ValueError("plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://")
         return value
 
     @property

@@ -16,8 +16,14 @@ class KeyAPIError(Exception):
     code: ClassVar[str] = "upstream_error"
     default_hint: ClassVar[str] = ""
 
-    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None,
-                 request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
         self.message = message
         self.hint = self.default_hint if hint is None else hint
         self.status = status
@@ -38,7 +44,7 @@ class InvalidInput(KeyAPIError):
 class MissingApiKey(KeyAPIError):
     code = "missing_api_key"
     default_hint = (
-        "Set KEYAPI_API_KEY in the MCP server's environment (e.g. the \"env\" block of the client "
+        'Set KEYAPI_API_KEY in the MCP server\'s environment (e.g. the "env" block of the client '
         "config, or a .env file where the server runs) and restart the server. Get a key from "
         "https://keyapi.ai/app/dashboard. Try the bundled sample with `keyapi-mcp --demo`."
     )

@@ -69,16 +69,18 @@ def make_row(video_id: str, product_id: str, rng: random.Random, *, video_stats:
     price = round(rng.uniform(4.99, 89.99), 2)
     sig = "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(180))
     row = dict(video_stats)
-    row.update({
-        "product_id": product_id,
-        "total_video_sale_cnt": units,
-        "total_video_sale_gmv_amt": round(units * price, 2),
-        "play_addr": f"https://v19.tiktokcdn-us.com/{rng.getrandbits(128):032x}/{rng.getrandbits(32):08x}/video/"
-        f"tos/useast5/tos-useast5-ve-0068c003-tx/{sig[:40]}/?a=1233&bti={sig[40:90]}&ch=0&cr=13&br=1558&"
-        f"bt=779&cs=0&ds=6&ft={sig[90:130]}&mime_type=video_mp4&qs=0&rc={sig[130:]}&vvpl=1&btag=e00090000",
-        "reflow_cover": f"https://echosell-images.tos-ap-southeast-1.volces.com/video-cover/{rng.randint(100, 999)}/"
-        f"{video_id}.jpeg",
-    })
+    row.update(
+        {
+            "product_id": product_id,
+            "total_video_sale_cnt": units,
+            "total_video_sale_gmv_amt": round(units * price, 2),
+            "play_addr": f"https://v19.tiktokcdn-us.com/{rng.getrandbits(128):032x}/{rng.getrandbits(32):08x}/video/"
+            f"tos/useast5/tos-useast5-ve-0068c003-tx/{sig[:40]}/?a=1233&bti={sig[40:90]}&ch=0&cr=13&br=1558&"
+            f"bt=779&cs=0&ds=6&ft={sig[90:130]}&mime_type=video_mp4&qs=0&rc={sig[130:]}&vvpl=1&btag=e00090000",
+            "reflow_cover": f"https://echosell-images.tos-ap-southeast-1.volces.com/video-cover/{rng.randint(100, 999)}/"
+            f"{video_id}.jpeg",
+        }
+    )
     return row
 
 
@@ -106,8 +108,14 @@ def video_stats(video_id: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def synthetic_dataset(n_videos: int, *, seed: int = 7, min_products: int = 0, max_products: int = 12,
-                      first_id: int = 7_400_000_000_000_000_000) -> dict[str, list[dict[str, Any]]]:
+def synthetic_dataset(
+    n_videos: int,
+    *,
+    seed: int = 7,
+    min_products: int = 0,
+    max_products: int = 12,
+    first_id: int = 7_400_000_000_000_000_000,
+) -> dict[str, list[dict[str, Any]]]:
     """`n_videos` synthetic videos with `min_products..max_products` product rows each."""
     rng = random.Random(seed)
     data: dict[str, list[dict[str, Any]]] = {}
@@ -115,8 +123,10 @@ def synthetic_dataset(n_videos: int, *, seed: int = 7, min_products: int = 0, ma
         vid = str(first_id + i * 7919)
         stats = video_stats(vid, rng)
         count = rng.randint(min_products, max_products)
-        data[vid] = [make_row(vid, str(1_729_000_000_000_000_000 + rng.getrandbits(40)), rng, video_stats=stats)
-                     for _ in range(count)]
+        data[vid] = [
+            make_row(vid, str(1_729_000_000_000_000_000 + rng.getrandbits(40)), rng, video_stats=stats)
+            for _ in range(count)
+        ]
     return data
 
 
@@ -130,7 +140,12 @@ def demo_dataset() -> dict[str, list[dict[str, Any]]]:
     """
     rng = random.Random(2026)
     data: dict[str, list[dict[str, Any]]] = {DOCUMENTED_VIDEO_ID: [dict(DOCUMENTED_ROW)]}
-    for suffix, count, views in (("001", 3, 1_250_000), ("002", 12, 8_400_000), ("003", 2, 0), ("004", 0, 5_000)):
+    for suffix, count, views in (
+        ("001", 3, 1_250_000),
+        ("002", 12, 8_400_000),
+        ("003", 2, 0),
+        ("004", 0, 5_000),
+    ):
         vid = f"9000000000000000{suffix}"
         stats = video_stats(vid, rng)
         stats["total_views_cnt"] = views
@@ -155,8 +170,14 @@ class FakeUpstream:
     def respond(self, query: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         with self.lock:
-            self.requests.append({"params": params, "auth": headers.get("authorization", ""),
-                                  "user_agent": headers.get("user-agent", ""), "at": time.time()})
+            self.requests.append(
+                {
+                    "params": params,
+                    "auth": headers.get("authorization", ""),
+                    "user_agent": headers.get("user-agent", ""),
+                    "at": time.time(),
+                }
+            )
             scripted = self.script.pop(0) if self.script else None
         if self.latency:
             time.sleep(self.latency)
@@ -178,7 +199,7 @@ class FakeUpstream:
         if not ids_param or page_num < 1 or not 1 <= page_size <= 10:
             return 400, _envelope(400, None, "Invalid parameter"), {}
         rows = [row for vid in ids_param.split(",") for row in self.data.get(vid.strip(), [])]
-        page = rows[(page_num - 1) * page_size: page_num * page_size]
+        page = rows[(page_num - 1) * page_size : page_num * page_size]
         with self.lock:
             self.charged += 1
         return 200, _envelope(0, page, "success"), {}
@@ -197,8 +218,9 @@ def mock_transport(fake: FakeUpstream) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path != ENDPOINT:
             return httpx.Response(404, content=_envelope(404, None, "not found"))
-        status, body, headers = fake.respond(request.url.query.decode(), {k.lower(): v for k, v in
-                                                                           request.headers.items()})
+        status, body, headers = fake.respond(
+            request.url.query.decode(), {k.lower(): v for k, v in request.headers.items()}
+        )
         return httpx.Response(status, content=body, headers={"content-type": "application/json", **headers})
 
     return httpx.MockTransport(handler)
@@ -219,8 +241,9 @@ class FakeUpstreamServer:
                 if parts.path != ENDPOINT:
                     status, body, extra = 404, _envelope(404, None, "not found"), {}
                 else:
-                    status, body, extra = outer.fake.respond(parts.query, {k.lower(): v for k, v in
-                                                                           self.headers.items()})
+                    status, body, extra = outer.fake.respond(
+                        parts.query, {k.lower(): v for k, v in self.headers.items()}
+                    )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

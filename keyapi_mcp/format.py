@@ -25,8 +25,8 @@ from keyapi_mcp.models import (
     parse_rows,
     split_hashtags,
 )
-from keyapi_mcp.store import DayUsage, iso
 from keyapi_mcp.service import FetchOutcome, VideoData
+from keyapi_mcp.store import DayUsage, iso
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -66,14 +66,16 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
     products = []
     for row in rows:
         units, gmv = row.total_video_sale_cnt, row.total_video_sale_gmv_amt
-        products.append(ProductOut(
-            product_id=row.product_id or "",
-            units_sold=units,
-            gmv=gmv,
-            avg_price=_ratio(gmv, units, digits=2),
-            units_per_1k_views=_ratio(units, views, 1000.0),  # type: ignore[arg-type]
-            gmv_per_1k_views=_ratio(gmv, views, 1000.0),  # type: ignore[arg-type]
-        ))
+        products.append(
+            ProductOut(
+                product_id=row.product_id or "",
+                units_sold=units,
+                gmv=gmv,
+                avg_price=_ratio(gmv, units, digits=2),
+                units_per_1k_views=_ratio(units, views, 1000.0),  # type: ignore[arg-type]
+                gmv_per_1k_views=_ratio(gmv, views, 1000.0),  # type: ignore[arg-type]
+            )
+        )
     products.sort(key=lambda p: (-(p.gmv or 0.0), -(p.units_sold or 0), p.product_id))
     fields: dict[str, object] = dict(
         video_id=data.video_id,
@@ -136,8 +138,9 @@ def build_result(
         distinct_products=len({p.product_id for _, p in all_products}),
         units_sold=sum(v.units_sold for v in videos),
         gmv=round(sum(v.gmv for v in videos), 2),
-        top_products=[TopProduct(product_id=p.product_id, video_id=vid, units_sold=p.units_sold, gmv=p.gmv)
-                      for vid, p in top],
+        top_products=[
+            TopProduct(product_id=p.product_id, video_id=vid, units_sold=p.units_sold, gmv=p.gmv) for vid, p in top
+        ],
     )
     return VideoProductsResult(
         demo=demo,
@@ -194,8 +197,10 @@ def render_text(result: VideoProductsResult, *, continue_ids: Sequence[str] | No
     if result.demo:
         lines.append(DEMO_BANNER)
     s = result.summary
-    lines.append(f"{s.videos} videos, {s.products} products; units {s.units_sold}; GMV {_num(s.gmv)} "
-                 "(currency not stated upstream)")
+    lines.append(
+        f"{s.videos} videos, {s.products} products; units {s.units_sold}; GMV {_num(s.gmv)} "
+        "(currency not stated upstream)"
+    )
     if result.videos:
         lines.append("video | views | eng% | units | GMV ; then product | units | GMV | avg")
     for v in result.videos:
@@ -212,9 +217,17 @@ def render_text(result: VideoProductsResult, *, continue_ids: Sequence[str] | No
                 lines.append(f"  desc {_quote(v.description)}")
             if v.hashtags:
                 lines.append(f"  tags {_quote(' '.join(v.hashtags))}")
-            media = [f"{k}={val}" for k, val in (("cover", v.cover_url), ("play", v.play_url),
-                                                 ("size", f"{v.width}x{v.height}" if v.width else None),
-                                                 ("ratio", v.ratio), ("bytes", v.data_size)) if val]
+            media = [
+                f"{k}={val}"
+                for k, val in (
+                    ("cover", v.cover_url),
+                    ("play", v.play_url),
+                    ("size", f"{v.width}x{v.height}" if v.width else None),
+                    ("ratio", v.ratio),
+                    ("bytes", v.data_size),
+                )
+                if val
+            ]
             if media:
                 lines.append("  " + " ".join(media))
         for p in v.products:
@@ -240,10 +253,15 @@ def render_usage(usage: CreditUsage) -> str:
     lines = []
     if usage.demo:
         lines.append("DEMO MODE: this ledger is in memory and no real credits are spent.")
-    limit = f"{usage.spent_today}/{usage.daily_limit} ({usage.remaining_today} left)" if usage.daily_limit \
+    limit = (
+        f"{usage.spent_today}/{usage.daily_limit} ({usage.remaining_today} left)"
+        if usage.daily_limit
         else f"{usage.spent_today} (no daily limit)"
-    lines.append(f"credits today: {limit}; resets {usage.resets_at}; uncertain {usage.uncertain_today}; "
-                 f"saved by cache {usage.saved_today}")
+    )
+    lines.append(
+        f"credits today: {limit}; resets {usage.resets_at}; uncertain {usage.uncertain_today}; "
+        f"saved by cache {usage.saved_today}"
+    )
     lines.append(f"max per call {usage.max_credits_per_call}; cached videos {usage.cached_videos}")
     if usage.recent:
         lines.append("recent: at | page | ids | http | outcome | charged")

@@ -25,13 +25,11 @@ MAX_HASHTAGS = 30
 # A TikTok video id is a 64-bit snowflake: 15–20 decimal digits in practice. Accept 1–25 so odd but
 # numeric ids still reach the upstream, which is the authority on whether they exist.
 _ID_RE = re.compile(r"^\d{1,25}$")
-_URL_RE = re.compile(
-    r"^(?:https?://)?(?:(?:www|m|vm|vt)\.)?tiktok\.com/(?P<path>[^?#\s]*)(?:[?#].*)?$", re.IGNORECASE
-)
+_URL_RE = re.compile(r"^(?:https?://)?(?:(?:www|m|vm|vt)\.)?tiktok\.com/(?P<path>[^?#\s]*)(?:[?#].*)?$", re.IGNORECASE)
 _VIDEO_PATH_RE = re.compile(r"^(?:@[^/]+/)?(?:video|v)/(?P<id>\d{1,25})(?:\.html)?/?$", re.IGNORECASE)
 
 ID_HINT = (
-    "Pass numeric TikTok video ids (e.g. \"7521783049722285367\") or full video URLs "
+    'Pass numeric TikTok video ids (e.g. "7521783049722285367") or full video URLs '
     "(https://www.tiktok.com/@user/video/<id>). Short links (vm.tiktok.com/…) cannot be resolved "
     "offline: open them in a browser and pass the resulting /video/<id> URL."
 )
@@ -50,8 +48,10 @@ def _parse_one(token: str) -> str:
     if match:
         host_part = token.lower().split("//", 1)[-1]
         if host_part.startswith(("vm.", "vt.")):
-            raise InvalidInput(f"Item {_short(token)!r} is a TikTok short link, which cannot be resolved "
-                               "offline.", hint=ID_HINT)
+            raise InvalidInput(
+                f"Item {_short(token)!r} is a TikTok short link, which cannot be resolved offline.",
+                hint=ID_HINT,
+            )
         path = match.group("path")
         video = _VIDEO_PATH_RE.match(path)
         if video:
@@ -221,7 +221,8 @@ def clean_text(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
     cleaned = "".join(
         " " if ch in "\t\n\r" else ch
         for ch in value
-        if ch in "\t\n\r" or unicodedata.category(ch) not in _CONTROL_CATEGORIES
+        if ch in "\t\n\r"
+        or unicodedata.category(ch) not in _CONTROL_CATEGORIES
         or ch == "\u200d"  # zero-width joiner: part of emoji sequences
     )
     cleaned = re.sub(r"\s+", " ", cleaned).strip()

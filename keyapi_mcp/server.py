@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from keyapi_mcp import __version__
 from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter
 from keyapi_mcp.config import Settings
-from keyapi_mcp.errors import InvalidInput, KeyAPIError, MissingApiKey
+from keyapi_mcp.errors import KeyAPIError, MissingApiKey
 from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 from keyapi_mcp.format import build_result, render_text, render_usage
 from keyapi_mcp.models import (
@@ -53,8 +53,7 @@ answered from a cache for free, so batch all the videos you need into one call. 
 
 
 def _describe_get_video_products(settings: Settings) -> str:
-    limit = (f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit
-             else "no daily limit")
+    limit = f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit else "no daily limit"
     return f"""\
 Products sold in TikTok videos, with estimated units sold and GMV per product, from KeyAPI's Video \
 Products (Analytics) endpoint.
@@ -124,15 +123,19 @@ def _validation_text(tool: str, exc: ValidationError) -> str:
     for err in exc.errors(include_input=False, include_url=False)[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
         problems.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return (f"[invalid_input] Invalid arguments for {tool}: " + "; ".join(problems)
-            + ". Fix the arguments as the tool's input schema describes and call again; nothing was charged.")
+    return (
+        f"[invalid_input] Invalid arguments for {tool}: "
+        + "; ".join(problems)
+        + ". Fix the arguments as the tool's input schema describes and call again; nothing was charged."
+    )
 
 
 def _strict(tool: Tool) -> Tool:
     """Reject unknown arguments: a typo'd `refresh` must not silently serve a stale cache."""
     base = tool.fn_metadata.arg_model
-    strict_model = type(base.__name__, (base,), {"model_config": ConfigDict(extra="forbid"),
-                                                 "__module__": base.__module__})
+    strict_model = type(
+        base.__name__, (base,), {"model_config": ConfigDict(extra="forbid"), "__module__": base.__module__}
+    )
     tool.fn_metadata.arg_model = strict_model
     tool.parameters = strict_model.model_json_schema(by_alias=True)
     return tool
@@ -156,14 +159,20 @@ def build_server(
         if demo and http_transport is None:
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-        async with httpx.AsyncClient(transport=http_transport, limits=limits, follow_redirects=False,
-                                     trust_env=False) as http:
-            api_key = DEMO_API_KEY if demo else (
-                settings.api_key.get_secret_value() if settings.api_key is not None else "")
+        async with httpx.AsyncClient(
+            transport=http_transport, limits=limits, follow_redirects=False, trust_env=False
+        ) as http:
+            api_key = (
+                DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key is not None else "")
+            )
             base_url = "https://demo.invalid" if demo else settings.base_url
-            client = KeyAPIClient(http, api_key=api_key, base_url=base_url,
-                                  rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
-                                  timeout_seconds=settings.timeout_seconds)
+            client = KeyAPIClient(
+                http,
+                api_key=api_key,
+                base_url=base_url,
+                rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
+                timeout_seconds=settings.timeout_seconds,
+            )
             service = ProductsService(
                 state_store,
                 client if (demo or settings.has_api_key) else None,
@@ -184,24 +193,57 @@ def build_server(
     async def get_video_products(
         video_ids: Annotated[
             list[Annotated[str, Field(max_length=4096)]],
-            Field(min_length=1, max_length=500, description=(
-                f"1-{MAX_VIDEO_IDS} distinct TikTok videos: numeric video ids (\"7521783049722285367\"), "
-                "tiktok.com video URLs (https://www.tiktok.com/@user/video/<id>), or comma-joined ids. "
-                "Duplicates are dropped. Short links (vm.tiktok.com) are not accepted.")),
+            Field(
+                min_length=1,
+                max_length=500,
+                description=(
+                    f'1-{MAX_VIDEO_IDS} distinct TikTok videos: numeric video ids ("7521783049722285367"), '
+                    "tiktok.com video URLs (https://www.tiktok.com/@user/video/<id>), or comma-joined ids. "
+                    "Duplicates are dropped. Short links (vm.tiktok.com) are not accepted."
+                ),
+            ),
         ],
         ctx: Context[AppState],
-        max_credits: Annotated[int | None, Field(ge=0, le=100_000, description=(
-            "Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
-            "0 = answer from cache only."))] = None,
-        page_num: Annotated[int, Field(ge=1, le=100_000, description=(
-            "Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
-            "(with its pending ids) to continue it."))] = 1,
-        response_format: Annotated[Literal["concise", "detailed"], Field(description=(
-            "concise (default): numbers only. detailed: adds description, hashtags, cover/video URLs, "
-            "dimensions (more tokens)."))] = "concise",
-        refresh: Annotated[bool, Field(description=(
-            "Bypass the cache and re-fetch (costs credits). Only when fresher data than the cached "
-            "fetched_at is needed."))] = False,
+        max_credits: Annotated[
+            int | None,
+            Field(
+                ge=0,
+                le=100_000,
+                description=(
+                    "Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
+                    "0 = answer from cache only."
+                ),
+            ),
+        ] = None,
+        page_num: Annotated[
+            int,
+            Field(
+                ge=1,
+                le=100_000,
+                description=(
+                    "Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
+                    "(with its pending ids) to continue it."
+                ),
+            ),
+        ] = 1,
+        response_format: Annotated[
+            Literal["concise", "detailed"],
+            Field(
+                description=(
+                    "concise (default): numbers only. detailed: adds description, hashtags, cover/video URLs, "
+                    "dimensions (more tokens)."
+                )
+            ),
+        ] = "concise",
+        refresh: Annotated[
+            bool,
+            Field(
+                description=(
+                    "Bypass the cache and re-fetch (costs credits). Only when fresher data than the cached "
+                    "fetched_at is needed."
+                )
+            ),
+        ] = False,
     ) -> Annotated[CallToolResult, VideoProductsResult]:
         state = ctx.request_context.lifespan_context
         try:
@@ -215,11 +257,17 @@ def build_server(
                 except Exception:  # progress is best effort; never lose a paid page over it
                     log.debug("progress notification failed", exc_info=True)
 
-            outcome = await state.service.fetch(ids, page_num=page_num, max_credits=max_credits,
-                                                refresh=refresh, progress=progress)
+            outcome = await state.service.fetch(
+                ids, page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress
+            )
             usage = await state.store.usage_today()
-            result = build_result(outcome, usage=usage, daily_limit=state.settings.daily_credit_limit,
-                                  response_format=response_format, demo=state.demo)
+            result = build_result(
+                outcome,
+                usage=usage,
+                daily_limit=state.settings.daily_credit_limit,
+                response_format=response_format,
+                demo=state.demo,
+            )
         except KeyAPIError as exc:
             raise ToolError(exc.render()) from None
         except Exception:
@@ -227,7 +275,8 @@ def build_server(
             raise ToolError(
                 "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server "
                 "log). Pages fetched before it are cached; retry the same call, or get_credit_usage to "
-                "see what was spent.") from None
+                "see what was spent."
+            ) from None
         return CallToolResult(
             content=[TextContent(type="text", text=render_text(result))],
             structured_content=result.model_dump(mode="json", exclude_unset=True),
@@ -253,35 +302,60 @@ def build_server(
             uncertain_today=usage.uncertain,
             saved_today=usage.saved,
             cached_videos=cached,
-            recent=[LedgerEntryOut(at=iso(e.at), page=e.page, ids=e.ids_count, status=e.http_status,
-                                   outcome=e.outcome, charged="uncertain" if e.charged == "reserved"
-                                   else e.charged, request_id=e.request_id)  # type: ignore[arg-type]
-                    for e in recent],
+            recent=[
+                LedgerEntryOut(
+                    at=iso(e.at),
+                    page=e.page,
+                    ids=e.ids_count,
+                    status=e.http_status,
+                    outcome=e.outcome,
+                    charged="uncertain" if e.charged == "reserved" else e.charged,
+                    request_id=e.request_id,
+                )  # type: ignore[arg-type]
+                for e in recent
+            ],
         )
-        return CallToolResult(content=[TextContent(type="text", text=render_usage(report))],
-                              structured_content=report.model_dump(mode="json"))
+        return CallToolResult(
+            content=[TextContent(type="text", text=render_usage(report))],
+            structured_content=report.model_dump(mode="json"),
+        )
 
     tools = [
-        _strict(Tool.from_function(
-            get_video_products,
-            name="get_video_products",
-            title="TikTok video products & sales (KeyAPI, paid)",
-            description=_describe_get_video_products(settings),
-            annotations=ToolAnnotations(title="TikTok video products & sales", read_only_hint=True,
-                                        destructive_hint=False, idempotent_hint=False, open_world_hint=True),
-        )),
-        _strict(Tool.from_function(
-            get_credit_usage,
-            name="get_credit_usage",
-            title="KeyAPI credit usage (free)",
-            description=(
-                "Free, no upstream request, works without an API key. Reports credits spent today (UTC), "
-                "the daily limit and what remains, the per-call cap, when the limit resets, credits the "
-                "cache saved, cached videos, and the last 10 upstream requests. Call it before large "
-                "get_video_products requests."),
-            annotations=ToolAnnotations(title="KeyAPI credit usage", read_only_hint=True,
-                                        destructive_hint=False, idempotent_hint=True, open_world_hint=False),
-        )),
+        _strict(
+            Tool.from_function(
+                get_video_products,
+                name="get_video_products",
+                title="TikTok video products & sales (KeyAPI, paid)",
+                description=_describe_get_video_products(settings),
+                annotations=ToolAnnotations(
+                    title="TikTok video products & sales",
+                    read_only_hint=True,
+                    destructive_hint=False,
+                    idempotent_hint=False,
+                    open_world_hint=True,
+                ),
+            )
+        ),
+        _strict(
+            Tool.from_function(
+                get_credit_usage,
+                name="get_credit_usage",
+                title="KeyAPI credit usage (free)",
+                description=(
+                    "Free, no upstream request, works without an API key. Reports credits spent today (UTC), "
+                    "the daily limit and what remains, the per-call cap, when the limit resets, credits the "
+                    "cache saved, cached videos, and the last 10 upstream requests. Call it before large "
+                    "get_video_products requests."
+                ),
+                annotations=ToolAnnotations(
+                    title="KeyAPI credit usage",
+                    read_only_hint=True,
+                    destructive_hint=False,
+                    idempotent_hint=True,
+                    open_world_hint=False,
+                ),
+            )
+        ),
     ]
     return KeyAPIMCPServer(
         SERVER_NAME,

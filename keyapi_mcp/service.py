@@ -82,10 +82,9 @@ class CallBudget:
     async def reserve(self, ids_count: int, page: int) -> object:
         if self.reserved >= self.cap:
             raise BudgetExceeded(
-                f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits "
-                f"({self.cap_source}).",
+                f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits ({self.cap_source}).",
                 hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
-                     "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
+                "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
             )
         reservation = await self.store.reserve(ids_count=ids_count, page=page, daily_limit=self.daily_limit)
         self.reserved += 1
@@ -139,7 +138,10 @@ class ProductsService:
         if max_credits is not None and max_credits < self.max_credits_per_call:
             cap, source = max_credits, f"max_credits={max_credits} for this call"
         else:
-            cap, source = self.max_credits_per_call, f"KEYAPI_MAX_CREDITS_PER_CALL={self.max_credits_per_call}"
+            cap, source = (
+                self.max_credits_per_call,
+                f"KEYAPI_MAX_CREDITS_PER_CALL={self.max_credits_per_call}",
+            )
         return CallBudget(self.store, cap=cap, daily_limit=self.daily_limit, cap_source=source)
 
     async def fetch(
@@ -267,8 +269,14 @@ class ProductsService:
                 fetched_at = min(fetched_at, cached.fetched_at)
             else:
                 if budget.exhausted and rows:
-                    return _Walk(ids, rows, False, page, fetched_at,
-                                 stop_reason=f"the per-call credit cap ({budget.cap_source}) was reached")
+                    return _Walk(
+                        ids,
+                        rows,
+                        False,
+                        page,
+                        fetched_at,
+                        stop_reason=f"the per-call credit cap ({budget.cap_source}) was reached",
+                    )
                 try:
                     result = await self.client.fetch_page(ids, page, budget)
                 except KeyAPIError as exc:

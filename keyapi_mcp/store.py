@@ -131,7 +131,7 @@ def budget_refusal(spent: int, limit: int, now: float) -> BudgetExceeded:
         f"The daily credit limit is reached: {spent} of {limit} credits spent today (UTC). "
         f"It resets at {reset.isoformat().replace('+00:00', 'Z')}.",
         hint="Cached results are still free: repeat earlier calls. To spend more today, raise "
-             "KEYAPI_DAILY_CREDIT_LIMIT in the server's environment (0 = no daily limit) and restart it.",
+        "KEYAPI_DAILY_CREDIT_LIMIT in the server's environment (0 = no daily limit) and restart it.",
     )
 
 
@@ -214,8 +214,9 @@ class SQLiteStore:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                         timeout=BUSY_TIMEOUT_MS / 1000)
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if self.path != ":memory:":
                 mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -259,7 +260,7 @@ class SQLiteStore:
                 raise StateStoreError(
                     f"The credit ledger ({self.description}) is not usable: {exc}.",
                     hint="No upstream request was made. Check that the state directory is writable "
-                         "and not full (KEYAPI_STATE_DIR), then retry.",
+                    "and not full (KEYAPI_STATE_DIR), then retry.",
                 ) from None
 
     # -- ledger ---------------------------------------------------------------------------------
@@ -300,8 +301,9 @@ class SQLiteStore:
         day = utc_day(self._clock())
 
         def read(conn: sqlite3.Connection) -> DayUsage:
-            rows = dict(conn.execute(
-                "SELECT charged, COUNT(*) FROM ledger WHERE day = ? GROUP BY charged", (day,)).fetchall())
+            rows = dict(
+                conn.execute("SELECT charged, COUNT(*) FROM ledger WHERE day = ? GROUP BY charged", (day,)).fetchall()
+            )
             saved = conn.execute("SELECT credits FROM savings WHERE day = ?", (day,)).fetchone()
             spent = sum(int(rows.get(k, 0)) for k in COUNTED)
             uncertain = int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0))
@@ -310,18 +312,27 @@ class SQLiteStore:
         return self._run(read)
 
     async def recent(self, limit: int = 10) -> list[LedgerEntry]:
-        rows = self._run(lambda conn: conn.execute(
-            "SELECT at, page, ids_count, http_status, outcome, charged, request_id FROM ledger "
-            "ORDER BY id DESC LIMIT ?", (limit,)).fetchall())
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT at, page, ids_count, http_status, outcome, charged, request_id FROM ledger "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
         return [LedgerEntry(*row) for row in rows]
 
     async def add_saved(self, credits: int) -> None:
         if credits <= 0:
             return
         day = utc_day(self._clock())
-        self._run(lambda conn: conn.execute(
-            "INSERT INTO savings(day, credits) VALUES (?, ?) "
-            "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits", (day, credits)), write=True)
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO savings(day, credits) VALUES (?, ?) "
+                "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits",
+                (day, credits),
+            ),
+            write=True,
+        )
 
     # -- cache ----------------------------------------------------------------------------------
 
@@ -330,43 +341,62 @@ class SQLiteStore:
             return {}
         since = self._clock() - max_age
         marks = ",".join("?" * len(video_ids))
-        rows = self._run(lambda conn: conn.execute(
-            f"SELECT video_id, rows, fetched_at FROM videos WHERE video_id IN ({marks}) AND fetched_at > ?",
-            (*video_ids, since)).fetchall())
+        rows = self._run(
+            lambda conn: conn.execute(
+                f"SELECT video_id, rows, fetched_at FROM videos WHERE video_id IN ({marks}) AND fetched_at > ?",
+                (*video_ids, since),
+            ).fetchall()
+        )
         return {vid: CachedVideo(vid, json.loads(data), fetched) for vid, data, fetched in rows}
 
     async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None:
         if not videos:
             return
-        payload = [(vid, json.dumps(rows, ensure_ascii=False, separators=(",", ":")), fetched_at)
-                   for vid, rows in videos.items()]
-        self._run(lambda conn: conn.executemany(
-            "INSERT INTO videos(video_id, rows, fetched_at) VALUES (?, ?, ?) ON CONFLICT(video_id) DO UPDATE "
-            "SET rows = excluded.rows, fetched_at = excluded.fetched_at WHERE excluded.fetched_at >= fetched_at",
-            payload), write=True)
+        payload = [
+            (vid, json.dumps(rows, ensure_ascii=False, separators=(",", ":")), fetched_at)
+            for vid, rows in videos.items()
+        ]
+        self._run(
+            lambda conn: conn.executemany(
+                "INSERT INTO videos(video_id, rows, fetched_at) VALUES (?, ?, ?) ON CONFLICT(video_id) DO UPDATE "
+                "SET rows = excluded.rows, fetched_at = excluded.fetched_at WHERE excluded.fetched_at >= fetched_at",
+                payload,
+            ),
+            write=True,
+        )
 
     async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None:
         if max_age <= 0:
             return None
         since = self._clock() - max_age
-        row = self._run(lambda conn: conn.execute(
-            "SELECT rows, fetched_at FROM pages WHERE query = ? AND page = ? AND fetched_at > ?",
-            (key, page, since)).fetchone())
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT rows, fetched_at FROM pages WHERE query = ? AND page = ? AND fetched_at > ?",
+                (key, page, since),
+            ).fetchone()
+        )
         return CachedPage(json.loads(row[0]), row[1]) if row else None
 
     async def put_page(self, key: str, page: int, rows: list[Any], fetched_at: float) -> None:
         data = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-        self._run(lambda conn: conn.execute(
-            "INSERT INTO pages(query, page, rows, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT(query, page) "
-            "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at", (key, page, data, fetched_at)),
-            write=True)
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO pages(query, page, rows, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT(query, page) "
+                "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at",
+                (key, page, data, fetched_at),
+            ),
+            write=True,
+        )
 
     async def cached_video_count(self, max_age: float) -> int:
         if max_age <= 0:
             return 0
         since = self._clock() - max_age
-        return int(self._run(lambda conn: conn.execute(
-            "SELECT COUNT(*) FROM videos WHERE fetched_at > ?", (since,)).fetchone()[0]))
+        return int(
+            self._run(
+                lambda conn: conn.execute("SELECT COUNT(*) FROM videos WHERE fetched_at > ?", (since,)).fetchone()[0]
+            )
+        )
 
     async def prune(self, max_age: float) -> None:
         now = self._clock()
