@@ -77,8 +77,8 @@ def make_row(video_id: str, product_id: str, rng: random.Random, *, video_stats:
             "play_addr": f"https://v19.tiktokcdn-us.com/{rng.getrandbits(128):032x}/{rng.getrandbits(32):08x}/video/"
             f"tos/useast5/tos-useast5-ve-0068c003-tx/{sig[:40]}/?a=1233&bti={sig[40:90]}&ch=0&cr=13&br=1558&"
             f"bt=779&cs=0&ds=6&ft={sig[90:130]}&mime_type=video_mp4&qs=0&rc={sig[130:]}&vvpl=1&btag=e00090000",
-            "reflow_cover": f"https://echosell-images.tos-ap-southeast-1.volces.com/video-cover/{rng.randint(100, 999)}/"
-            f"{video_id}.jpeg",
+            "reflow_cover": "https://echosell-images.tos-ap-southeast-1.volces.com/video-cover/"
+            f"{rng.randint(100, 999)}/{video_id}.jpeg",
         }
     )
     return row
