@@ -84,8 +84,9 @@ def make_row(video_id: str, product_id: str, rng: random.Random, *, video_stats:
     return row
 
 
-def video_stats(video_id: str, rng: random.Random) -> dict[str, Any]:
-    views = rng.choice([0, rng.randint(1_000, 50_000), rng.randint(50_000, 40_000_000)])
+def video_stats(video_id: str, rng: random.Random, views: int | None = None) -> dict[str, Any]:
+    if views is None:
+        views = rng.choice([0, rng.randint(1_000, 50_000), rng.randint(50_000, 40_000_000)])
     words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 12)))
     tags = " ".join(f"#{rng.choice(_WORDS).replace('-', '')}" for _ in range(rng.randint(1, 5))) + " "
     return {
@@ -147,8 +148,7 @@ def demo_dataset() -> dict[str, list[dict[str, Any]]]:
         ("004", 0, 5_000),
     ):
         vid = f"9000000000000000{suffix}"
-        stats = video_stats(vid, rng)
-        stats["total_views_cnt"] = views
+        stats = video_stats(vid, rng, views)
         stats["video_desc"] = f"SYNTHETIC DEMO VIDEO {suffix} ✨ #demo "
         stats["hash_tag"] = "#demo "
         data[vid] = [make_row(vid, f"90000000000000{suffix}{i:03d}", rng, video_stats=stats) for i in range(count)]
