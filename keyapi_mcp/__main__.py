@@ -104,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdin.isatty():
         # A person ran this in a terminal: say what is happening (stderr; stdout is the protocol).
         mode = "demo data" if args.demo else "KeyAPI"
-        print(f"keyapi-mcp {__version__}: serving MCP over stdio ({mode}). Connect it from an MCP client "
-              "(see README); press Ctrl-C to quit.", file=sys.stderr)
+        print(
+            f"keyapi-mcp {__version__}: serving MCP over stdio ({mode}). Connect it from an MCP client "
+            "(see README); press Ctrl-C to quit.",
+            file=sys.stderr,
+        )
     with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
     return 0

@@ -18,12 +18,15 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, Literal, Protocol
 
+import anyio
 import httpx
 
 from keyapi_mcp import __version__
@@ -117,32 +120,44 @@ def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = tim
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "inf"/"nan" parse as floats but are no delay anyone can honour (and would crash rounding).
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000" parses as naive; HTTP dates are always UTC, never local time
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now())
 
 
-def _upstream_message(body: Any) -> str:
+def _no_redaction(text: str) -> str:
+    return text
+
+
+def _upstream_message(body: Any, redact: Callable[[str], str] = _no_redaction) -> str:
     if isinstance(body, dict):
         msg = body.get("message")
         if isinstance(msg, str) and msg.strip():
-            return clean_text(msg, limit=200) or ""
+            # Redact before capping: a cap cutting through an echoed key would leave a prefix of it.
+            return clean_text(redact(msg), limit=200) or ""
     return ""
 
 
-def _request_id(body: Any, response: httpx.Response | None = None) -> str | None:
+def _request_id(
+    body: Any, response: httpx.Response | None = None, redact: Callable[[str], str] = _no_redaction
+) -> str | None:
     rid = body.get("requestId") if isinstance(body, dict) else None
     if rid is None and response is not None:
         rid = response.headers.get("x-request-id")
     if isinstance(rid, str | int) and not isinstance(rid, bool):
-        return clean_text(str(rid), limit=100)
+        return clean_text(redact(str(rid)), limit=100)
     return None
 
 
@@ -213,7 +228,13 @@ class KeyAPIClient:
         async def settle(status: int | None, outcome: str, charged: Charged, rid: str | None = None) -> None:
             await gate.settle(reservation, Attempt(ids_count, page_num, status, outcome, charged, rid))
 
-        await self._limiter.acquire()
+        try:
+            await self._limiter.acquire()
+        except BaseException:
+            # Cancelled while waiting for the rate limiter: nothing was sent, release the credit.
+            with anyio.CancelScope(shield=True):
+                await settle(None, "cancelled_before_send", "no")
+            raise
         try:
             response = await self._http.get(self._url, params=params, headers=self._headers, timeout=self._timeout)
             body_bytes = response.content
@@ -243,7 +264,9 @@ class KeyAPIClient:
             ) from None
         except BaseException:
             # Cancelled mid-request: the request may have reached the upstream.
-            await asyncio.shield(settle(None, "cancelled", "uncertain"))
+            # Shielded from the (anyio) cancellation so the ledger row is settled now, not left behind.
+            with anyio.CancelScope(shield=True):
+                await settle(None, "cancelled", "uncertain")
             raise
 
         status = response.status_code
@@ -254,9 +277,9 @@ class KeyAPIClient:
             body: Any = json.loads(body_bytes) if body_bytes else None
         except (ValueError, UnicodeDecodeError):
             body = None
-        rid = _request_id(body, response)
-        upstream_msg = _upstream_message(body)
-        quoted = f' Upstream said: "{self._redact(upstream_msg)}".' if upstream_msg else ""
+        rid = _request_id(body, response, self._redact)
+        upstream_msg = _upstream_message(body, self._redact)
+        quoted = f' Upstream said: "{upstream_msg}".' if upstream_msg else ""
 
         if status in (401, 403):
             await settle(status, f"http_{status}", "no", rid)
@@ -312,19 +335,22 @@ class KeyAPIClient:
             )
         code = body.get("code")
         if code not in (0, "0"):
-            await settle(status, f"envelope_{code}"[:40], "no", rid)
+            await settle(status, f"envelope_{clean_text(str(code), 30)}"[:40], "no", rid)
+            # The documented `code` is an integer; accept "401" as 401 so a stringly upstream maps the same.
+            if isinstance(code, str) and code.strip().isdigit():
+                code = int(code)
             error_cls = {401: Unauthorized, 403: Unauthorized, 402: OutOfCredits}.get(
-                code if isinstance(code, int) else -1
+                code if isinstance(code, int) and not isinstance(code, bool) else -1
             )
             if error_cls is not None:
                 raise error_cls(f"KeyAPI refused the request (code {code}).{quoted}", status=status, request_id=rid)
-            if code in (400, "400"):
+            if code == 400:
                 raise UpstreamError(
                     f"KeyAPI rejected the request (code 400).{quoted}",
                     hint="Check the video ids; nothing was charged.",
                     request_id=rid,
                 )
-            if code in (429, "429"):
+            if code == 429:
                 raise _Retryable(
                     RateLimited(
                         f"KeyAPI rate limit reached (code 429).{quoted}",

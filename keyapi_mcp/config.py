@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError("must be an absolute http(s) URL such as https://api.keyapi.ai")
+        try:
+            parts.port  # noqa: B018 -- urlsplit checks the port lazily; a bad one must fail at start, not per request
+        except ValueError:
+            raise ValueError("has an invalid port (expected a number up to 65535)") from None
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise ValueError("must not contain spaces or control characters")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("must be a bare origin (no credentials, query or fragment)")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):

@@ -30,6 +30,10 @@ class KeyAPIError(Exception):
         self.request_id = request_id
         super().__init__(self.render())
 
+    def __str__(self) -> str:
+        # Rendered on demand: the client refines `hint` after construction (e.g. the Retry-After delay).
+        return self.render()
+
     def render(self) -> str:
         text = f"[{self.code}] {self.message.rstrip()}"
         if self.hint:

@@ -105,6 +105,8 @@ def _lenient_int(value: Any) -> int | None:
         text = value.strip().replace(",", "")
         if not text or len(text) > 40:
             return None
+        if text.lstrip("+-").isdigit():  # exact: a float round trip corrupts integers above 2**53
+            return int(text)
         try:
             number = float(text)
         except ValueError:

@@ -96,7 +96,7 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
     if url and url.startswith(("redis://", "rediss://")):
         from keyapi_mcp.redis_store import RedisStore
 
-        return RedisStore.from_url(url, clock=clock)
+        return RedisStore.from_url(url, clock=clock, cache_ttl=settings.cache_ttl_seconds)
     if url and url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///") or ":memory:", clock=clock)
     return SQLiteStore.in_dir(settings.state_dir or default_state_dir(), clock=clock)

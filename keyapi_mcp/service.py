@@ -27,6 +27,7 @@ from keyapi_mcp.store import CachedVideo, Reservation, Store, canonical_ids, que
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, str], Awaitable[None]]
+PageFn = Callable[[int, int, bool], Awaitable[None]]  # (page, rows, served from the page cache)
 
 
 @dataclass
@@ -132,7 +133,10 @@ class ProductsService:
         self.max_credits_per_call = max_credits_per_call
         self.daily_limit = daily_limit
         self.cache_ttl = cache_ttl
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        # Single-flight: video id -> future resolved (by the call walking it) with its complete data, or
+        # None when that walk did not complete it. Waiters take the data from the future, not the cache,
+        # so sharing works with KEYAPI_CACHE_TTL_SECONDS=0 and under `refresh` too.
+        self._inflight: dict[str, asyncio.Future[VideoData | None]] = {}
 
     def budget(self, max_credits: int | None) -> CallBudget:
         if max_credits is not None and max_credits < self.max_credits_per_call:
@@ -157,49 +161,81 @@ class ProductsService:
         if self.client is None:
             raise RuntimeError("ProductsService.fetch needs a client")  # server checks the key first
         budget = self.budget(max_credits)
-        started = self.store.now()
         outcome = FetchOutcome(requested=list(video_ids), videos={}, complete_ids=set())
         pages_done = 0
+        pages_from_cache = 0
 
-        async def on_page(page: int, rows: int) -> None:
-            nonlocal pages_done
+        async def on_page(page: int, rows: int, from_cache: bool) -> None:
+            nonlocal pages_done, pages_from_cache
             pages_done += 1
+            pages_from_cache += from_cache
             if progress is not None:
                 await progress(pages_done, f"page {page}: {rows} rows")
 
         try:
-            if page_num > 1:
-                # A continuation walks exactly the query it names, whatever the cache holds now.
-                walk = await self._walk(canonical_ids(video_ids), page_num, budget, refresh, on_page)
-                await self._absorb(walk, outcome, start_page=page_num)
-                return outcome
-
-            if not refresh:
-                cached = await self.store.get_videos(video_ids, self.cache_ttl)
-                self._take_cached(cached, outcome)
-            pending = [v for v in video_ids if v not in outcome.videos]
-            for _round in range(3):
-                if not pending:
-                    break
-                try:
-                    pending = await self._fetch_round(pending, budget, refresh, started, outcome, on_page)
-                except BudgetExceeded as exc:
-                    if not outcome.videos:
-                        raise
-                    # Cached videos are still worth returning; the rest stays pending.
-                    outcome.pending_ids.extend(v for v in pending if v not in outcome.pending_ids)
-                    outcome.next_page_num = outcome.next_page_num or 1
-                    outcome.warnings.append(f"not fetched: {exc.render()}")
-                    return outcome
-            if pending:  # others' walks failed three times over: report rather than loop forever
-                outcome.pending_ids.extend(v for v in pending if v not in outcome.pending_ids)
-                outcome.warnings.append("some ids could not be fetched; call again for them")
-            return outcome
+            await self._fetch_into(outcome, video_ids, page_num, budget, refresh, on_page)
         finally:
             outcome.spent = budget.reserved
-            if outcome.cached_videos and outcome.complete:
-                total_rows = sum(len(v.rows) for v in outcome.videos.values())
-                await self.store.add_saved(max(0, total_rows // PAGE_SIZE + 1 - outcome.spent))
+        # Credits the cache saved (only for an answer actually returned): for a complete first-page
+        # answer, what the same request would have cost with no cache at all minus what it spent;
+        # otherwise the pages served from the page cache.
+        if outcome.complete and page_num == 1:
+            total_rows = sum(len(v.rows) for v in outcome.videos.values())
+            saved = max(0, total_rows // PAGE_SIZE + 1 - outcome.spent) if outcome.videos else 0
+        else:
+            saved = pages_from_cache
+        await self.store.add_saved(saved)
+        return outcome
+
+    async def _fetch_into(
+        self,
+        outcome: FetchOutcome,
+        video_ids: Sequence[str],
+        page_num: int,
+        budget: CallBudget,
+        refresh: bool,
+        on_page: PageFn,
+    ) -> None:
+        cached = {} if refresh else await self.store.get_videos(video_ids, self.cache_ttl)
+        if page_num > 1:
+            if len(cached) == len(set(video_ids)):
+                # Every id of the continued query is complete in the cache by now: the whole answer is free.
+                self._take_cached(cached, outcome)
+                return
+            # A continuation walks exactly the query it names (never a further reduced id set, which
+            # would make `page_num` point into a different result list), whatever the cache holds now.
+            walk = await self._walk(canonical_ids(video_ids), page_num, budget, refresh, on_page)
+            await self._absorb(walk, outcome, start_page=page_num)
+            return
+
+        self._take_cached(cached, outcome)
+        pending = [v for v in video_ids if v not in outcome.videos]
+        for _round in range(3):
+            if not pending or outcome.next_page_num is not None:
+                break
+            try:
+                pending = await self._fetch_round(pending, budget, refresh, outcome, on_page)
+            except BudgetExceeded as exc:
+                pending = [v for v in pending if v not in outcome.videos]
+                if not outcome.videos:
+                    raise
+                # Cached (or shared) videos are still worth returning; the rest stays pending, page 1.
+                outcome.pending_ids.extend(v for v in pending if v not in outcome.pending_ids)
+                outcome.next_page_num = 1
+                outcome.warnings.append(f"not fetched: {exc.render()}")
+                return
+        if pending and outcome.next_page_num is None:
+            # Others' walks failed three times over: report rather than loop forever.
+            outcome.pending_ids.extend(v for v in pending if v not in outcome.pending_ids)
+            outcome.next_page_num = 1
+            outcome.warnings.append("some ids could not be fetched; call again for them")
+        elif pending:
+            # An incomplete walk of ours owns next_page_num/pending_ids; these ids belong to no query of it.
+            outcome.warnings.append(
+                "also not fetched yet (another call was fetching them): "
+                + ",".join(pending)
+                + "; call again for them without page_num"
+            )
 
     def _take_cached(self, cached: dict[str, CachedVideo], outcome: FetchOutcome) -> None:
         for vid, entry in cached.items():
@@ -214,35 +250,59 @@ class ProductsService:
         pending: list[str],
         budget: CallBudget,
         refresh: bool,
-        started: float,
         outcome: FetchOutcome,
-        on_page: Callable[[int, int], Awaitable[None]],
+        on_page: PageFn,
     ) -> list[str]:
         """Fetch what nobody else is fetching; wait for the rest; return ids still missing."""
         mine = [v for v in pending if v not in self._inflight]
         theirs = {v: self._inflight[v] for v in pending if v in self._inflight}
         loop = asyncio.get_running_loop()
-        claims = {v: loop.create_future() for v in mine}
+        claims: dict[str, asyncio.Future[VideoData | None]] = {v: loop.create_future() for v in mine}
         self._inflight.update(claims)
+        error: KeyAPIError | None = None
+        elsewhere: list[str] = []  # being walked by another process sharing the store (Redis lock)
         try:
             if mine:
-                walk = await self._walk(canonical_ids(mine), 1, budget, refresh, on_page)
-                await self._absorb(walk, outcome, start_page=1)
+                held = await self.store.claim(mine)
+                elsewhere = [v for v in mine if v not in held]
+                try:
+                    if held:
+                        walk = await self._walk(canonical_ids(held), 1, budget, refresh, on_page)
+                        await self._absorb(walk, outcome, start_page=1)
+                finally:
+                    await self.store.release(held)
+                if elsewhere:
+                    await self._await_elsewhere(elsewhere, refresh, outcome)
+        except KeyAPIError as exc:
+            error = exc  # raised after collecting what the other calls fetched for us (free)
         finally:
             for vid, fut in claims.items():
                 if self._inflight.get(vid) is fut:
                     del self._inflight[vid]
                 if not fut.done():
-                    fut.set_result(None)
-        if not theirs:
-            return []
-        await asyncio.gather(*theirs.values(), return_exceptions=True)
-        waited = list(theirs)
-        # Entries written by the walk we waited for are fresh even under refresh.
-        max_age = self.cache_ttl if not refresh else self.store.now() - started + 1
-        got = await self.store.get_videos(waited, max(max_age, 1e-9))
-        self._take_cached(got, outcome)
-        return [v for v in waited if v not in outcome.videos]
+                    fut.set_result(outcome.videos.get(vid) if vid in outcome.complete_ids else None)
+        if theirs:
+            shared = await asyncio.gather(*theirs.values(), return_exceptions=True)
+            for vid, data in zip(theirs, shared, strict=True):
+                if isinstance(data, VideoData) and vid not in outcome.videos:
+                    # Paid by the call that walked it: free for this one, like a cache hit.
+                    outcome.videos[vid] = VideoData(vid, data.rows, data.fetched_at, from_cache=True)
+                    outcome.complete_ids.add(vid)
+                    outcome.cached_videos += 1
+        if error is not None:
+            raise error
+        return [v for v in [*theirs, *elsewhere] if v not in outcome.videos]
+
+    async def _await_elsewhere(self, ids: list[str], refresh: bool, outcome: FetchOutcome) -> None:
+        """Wait until the process holding these ids' locks is done, then take its result from the cache.
+
+        Under `refresh` only data fetched after this call asked counts, so the next round walks them again.
+        """
+        asked = self.store.now()
+        await self.store.wait_released(ids)
+        max_age = self.cache_ttl if not refresh else self.store.now() - asked
+        if max_age > 0:
+            self._take_cached(await self.store.get_videos(ids, max_age), outcome)
 
     async def _walk(
         self,
@@ -250,7 +310,7 @@ class ProductsService:
         start_page: int,
         budget: CallBudget,
         refresh: bool,
-        on_page: Callable[[int, int], Awaitable[None]],
+        on_page: PageFn,
     ) -> _Walk:
         """Follow pages of one query from `start_page` until a short page, the cap, or an error.
 
@@ -284,9 +344,10 @@ class ProductsService:
                         raise
                     return _Walk(ids, rows, False, page, fetched_at, stop_reason=exc.render())
                 page_rows = result.rows
-                await self.store.put_page(key, page, page_rows, self.store.now())
+                if self.cache_ttl > 0:
+                    await self.store.put_page(key, page, page_rows, self.store.now())
             rows.extend(page_rows)
-            await on_page(page, len(page_rows))
+            await on_page(page, len(page_rows), cached is not None)
             if len(page_rows) < PAGE_SIZE:
                 return _Walk(ids, rows, True, None, fetched_at)
             page += 1
@@ -309,7 +370,8 @@ class ProductsService:
         if stray:
             outcome.warnings.append(f"ignored {stray} upstream row(s) for videos that were not requested")
         if walk.complete and (start_page == 1 or assembled):
-            await self.store.put_videos(groups, walk.fetched_at)
+            if self.cache_ttl > 0:
+                await self.store.put_videos(groups, walk.fetched_at)
             outcome.complete_ids.update(walk.ids)
         for vid, vrows in groups.items():
             if vrows or (walk.complete and (start_page == 1 or assembled)):

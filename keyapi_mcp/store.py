@@ -123,6 +123,11 @@ class Store(Protocol):
     async def prune(self, max_age: float) -> None: ...
     async def close(self) -> None: ...
     def now(self) -> float: ...
+    # Single-flight across processes sharing the store: lock ids before walking them, unlock after;
+    # ids locked elsewhere are waited for, then read from the cache.
+    async def claim(self, video_ids: Sequence[str]) -> set[str]: ...
+    async def release(self, video_ids: Iterable[str]) -> None: ...
+    async def wait_released(self, video_ids: Sequence[str]) -> None: ...
 
 
 def budget_refusal(spent: int, limit: int, now: float) -> BudgetExceeded:
@@ -410,6 +415,19 @@ class SQLiteStore:
             conn.execute("DELETE FROM savings WHERE day < ?", (old_day,))
 
         self._run(txn, write=True)
+
+    # -- single-flight -------------------------------------------------------------------------
+
+    # Processes on one machine share the ledger, but each keeps its own in-flight set (the service's
+    # in-process single-flight): every id is ours to fetch, there is never anything to wait for.
+    async def claim(self, video_ids: Sequence[str]) -> set[str]:
+        return set(video_ids)
+
+    async def release(self, video_ids: Iterable[str]) -> None:
+        return None
+
+    async def wait_released(self, video_ids: Sequence[str]) -> None:
+        return None
 
     async def close(self) -> None:
         with self._lock:

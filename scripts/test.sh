@@ -9,6 +9,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# The Redis store's tests start their own redis-server on 127.0.0.1: install Debian's when it is missing.
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
 .venv/bin/ruff check keyapi_mcp tests bench
 .venv/bin/ruff format --check keyapi_mcp tests bench
 .venv/bin/python -m pytest "$@"

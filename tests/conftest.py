@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis_proc import RedisProcess, redis_server_binary
 
 from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, demo_dataset
 
@@ -36,3 +37,17 @@ def fake_upstream() -> Iterator[FakeUpstreamServer]:
     """A real HTTP fake of the KeyAPI endpoint on 127.0.0.1 serving the demo data set."""
     with FakeUpstreamServer(FakeUpstream(demo_dataset(), api_key=TEST_API_KEY)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One real redis-server on 127.0.0.1 for the whole session (see tests/redis_proc.py)."""
+    with RedisProcess(redis_server_binary(), tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url

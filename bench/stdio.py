@@ -1,0 +1,242 @@
+"""Measures over stdio, each server a real subprocess spawned by the SDK client.
+
+- call latency: `get_video_products` uncached (a new video each call, one upstream page) and cached
+  (the same video again), vs a direct `httpx` GET (+ JSON parse) of the same page from the same fake;
+  samples interleaved so machine noise hits every column alike;
+- cold start: spawn → initialized (`Client.__aenter__`), vs the minimal one-tool `MCPServer`;
+- memory: RSS (psutil, on the child pid) idle and after 1,000 calls, vs the minimal server.
+The naive wrapper is measured alongside for reference.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psutil
+from mcp import Client, StdioServerParameters
+
+from bench.common import (
+    BENCH_API_KEY,
+    PAGE_SIZE,
+    Dataset,
+    dataset,
+    fake_upstream,
+    keyapi_command,
+    keyapi_env,
+    median,
+    percentile,
+    python_env,
+    script,
+)
+from bench.naive_server import ENDPOINT
+
+MB = 1024 * 1024
+
+
+def keyapi_params(base_url: str, state_dir: Path) -> StdioServerParameters:
+    return StdioServerParameters(command=keyapi_command(), env=keyapi_env(base_url, state_dir), cwd=str(state_dir))
+
+
+def naive_params(base_url: str, cwd: Path) -> StdioServerParameters:
+    env = {**python_env(), "KEYAPI_API_KEY": BENCH_API_KEY, "KEYAPI_BASE_URL": base_url}
+    return StdioServerParameters(command=sys.executable, args=[script("naive_server.py")], env=env, cwd=str(cwd))
+
+
+def minimal_params(cwd: Path) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable, args=[script("minimal_server.py")], env=python_env(), cwd=str(cwd)
+    )
+
+
+@asynccontextmanager
+async def spawned(params: StdioServerParameters) -> AsyncIterator[tuple[Client, psutil.Process, float]]:
+    """A connected client, the server's process, and the spawn → initialized time in seconds."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    started = time.perf_counter()
+    async with Client(params) as client:
+        elapsed = time.perf_counter() - started
+        new = [p for p in me.children(recursive=True) if p.pid not in before]
+        if len(new) != 1:
+            raise RuntimeError(f"expected one server process, found {len(new)}")
+        yield client, new[0], elapsed
+
+
+def single_page_videos(data: Dataset) -> list[str]:
+    return [vid for vid, rows in data.items() if 0 < len(rows) < PAGE_SIZE]
+
+
+async def _timed(fn: Any, *args: Any, **kwargs: Any) -> float:
+    started = time.perf_counter()
+    result = await fn(*args, **kwargs)
+    elapsed = time.perf_counter() - started
+    if getattr(result, "is_error", False):
+        raise RuntimeError(f"tool call failed: {result.content}")
+    return elapsed
+
+
+def _dist(samples: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(median(samples) * 1000, 3), "p95_ms": round(percentile(samples, 95) * 1000, 3)}
+
+
+async def latency(samples: int, workdir: Path) -> dict[str, Any]:
+    data = dataset(samples * 2 + 40, seed=21)
+    vids = single_page_videos(data)
+    warm, measured = vids[:8], vids[8 : 8 + samples]
+    if len(measured) < samples:
+        raise RuntimeError("data set too small for the latency samples")
+    direct: list[float] = []
+    uncached: list[float] = []
+    cached: list[float] = []
+    naive: list[float] = []
+    with fake_upstream(data) as upstream:
+        url = upstream.url + ENDPOINT
+        headers = {"Authorization": f"Bearer {BENCH_API_KEY}"}
+
+        async def direct_get(vid: str) -> None:
+            response = await http.get(
+                url, params={"video_ids": vid, "page_num": 1, "page_size": PAGE_SIZE}, headers=headers
+            )
+            response.raise_for_status()
+            response.json()
+
+        def keyapi_call(vid: str) -> Any:
+            return keyapi.call_tool("get_video_products", {"video_ids": [vid]})
+
+        def naive_call(vid: str) -> Any:
+            return naive_client.call_tool(
+                "get_video_products", {"video_ids": vid, "page_num": 1, "page_size": PAGE_SIZE}
+            )
+
+        state = workdir / "latency-state"
+        state.mkdir()
+        async with (
+            httpx.AsyncClient(trust_env=False) as http,
+            spawned(keyapi_params(upstream.url, state)) as (keyapi, _, _),
+            spawned(naive_params(upstream.url, workdir)) as (naive_client, _, _),
+        ):
+            for vid in warm:
+                await direct_get(vid)
+                await keyapi_call(vid)
+                await keyapi_call(vid)
+                await naive_call(vid)
+            for vid in measured:
+                direct.append(await _timed(direct_get, vid))
+                uncached.append(await _timed(keyapi_call, vid))
+                direct.append(await _timed(direct_get, vid))
+                cached.append(await _timed(keyapi_call, vid))
+                naive.append(await _timed(naive_call, vid))
+    d50 = median(direct)
+    return {
+        "samples": samples,
+        "direct_httpx_get": _dist(direct),
+        "keyapi_uncached": _dist(uncached),
+        "keyapi_cached": _dist(cached),
+        "naive_wrapper": _dist(naive),
+        "uncached_p50_vs_direct": round(median(uncached) / d50, 3),
+        "cached_p50_vs_direct": round(median(cached) / d50, 3),
+        "naive_p50_vs_direct": round(median(naive) / d50, 3),
+        "bars": {
+            "uncached p50 ≤ 2.5× direct GET": median(uncached) / d50 <= 2.5,
+            "cached p50 ≤ 1.5× direct GET": median(cached) / d50 <= 1.5,
+        },
+    }
+
+
+async def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
+    data = dataset(5, seed=1)
+    times: dict[str, list[float]] = {"keyapi": [], "minimal": [], "naive": []}
+    with fake_upstream(data) as upstream:
+        for i in range(runs + 1):  # the first round warms the OS file cache and is discarded
+            state = workdir / f"cold-{i}"
+            state.mkdir()
+            for name, params in (
+                ("minimal", minimal_params(workdir)),
+                ("keyapi", keyapi_params(upstream.url, state)),
+                ("naive", naive_params(upstream.url, workdir)),
+            ):
+                async with spawned(params) as (client, _, elapsed):
+                    if i:
+                        times[name].append(elapsed)
+                    await client.list_tools()  # proves it serves; not timed
+    ratio = median(times["keyapi"]) / median(times["minimal"])
+    return {
+        "runs": runs,
+        "median_ms": {k: round(median(v) * 1000, 1) for k, v in times.items()},
+        "keyapi_vs_minimal": round(ratio, 3),
+        "naive_vs_minimal": round(median(times["naive"]) / median(times["minimal"]), 3),
+        "bars": {"cold start ≤ 1.10× minimal server": ratio <= 1.10},
+    }
+
+
+async def memory(calls: int, workdir: Path) -> dict[str, Any]:
+    data = dataset(330, seed=5)
+    vids = list(data)
+
+    def keyapi_args(i: int) -> dict[str, Any]:
+        # 100 distinct windows of 3 videos: the first 100 calls go upstream, later ones hit the cache.
+        start = (i * 3) % 300
+        return {"video_ids": vids[start : start + 3]}
+
+    async def rss_after(params: StdioServerParameters, tool: str, args: Any) -> dict[str, float]:
+        async with spawned(params) as (client, proc, _):
+            await anyio.sleep(0.3)
+            idle = proc.memory_info().rss
+            warm_calls = min(10, calls)
+            for i in range(calls):
+                result = await client.call_tool(tool, args(i))
+                if result.is_error:
+                    raise RuntimeError(f"{tool} failed: {result.content}")
+                if i + 1 == warm_calls:
+                    warm = proc.memory_info().rss
+            end = proc.memory_info().rss
+        return {
+            "idle_mb": round(idle / MB, 2),
+            "after_warmup_mb": round(warm / MB, 2),
+            "after_calls_mb": round(end / MB, 2),
+            "growth_mb": round((end - warm) / MB, 2),
+        }
+
+    with fake_upstream(data) as upstream:
+        state = workdir / "memory-state"
+        state.mkdir()
+        keyapi = await rss_after(keyapi_params(upstream.url, state), "get_video_products", keyapi_args)
+        minimal = await rss_after(minimal_params(workdir), "echo", lambda i: {"text": f"call {i}"})
+        naive = await rss_after(
+            naive_params(upstream.url, workdir),
+            "get_video_products",
+            lambda i: {"video_ids": ",".join(keyapi_args(i)["video_ids"]), "page_num": 1, "page_size": PAGE_SIZE},
+        )
+    idle_ratio = keyapi["idle_mb"] / minimal["idle_mb"]
+    end_ratio = keyapi["after_calls_mb"] / minimal["after_calls_mb"]
+    return {
+        "calls": calls,
+        "keyapi": keyapi,
+        "minimal": minimal,
+        "naive": naive,
+        "idle_vs_minimal": round(idle_ratio, 3),
+        "after_calls_vs_minimal": round(end_ratio, 3),
+        "bars": {
+            "idle RSS ≤ 1.10× minimal": idle_ratio <= 1.10,
+            f"RSS after {calls} calls ≤ 1.10× minimal": end_ratio <= 1.10,
+            f"growth over {calls} calls ≤ 5 MB": keyapi["growth_mb"] <= 5.0,
+        },
+    }
+
+
+async def run(*, quick: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="keyapi-bench-") as tmp:
+        workdir = Path(tmp)
+        return {
+            "latency": await latency(20 if quick else 200, workdir),
+            "cold_start": await cold_start(3 if quick else 7, workdir),
+            "memory": await memory(100 if quick else 1000, workdir),
+        }

@@ -1,0 +1,240 @@
+"""What only the Redis store does: locks shared across replicas, failing closed, recovering, hiding the password.
+
+The shared ledger/cache behaviour is in test_store_contract.py (run against both stores). Everything here
+talks to a real redis-server on 127.0.0.1 (tests/redis_proc.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TEST_API_KEY
+from mcp import Client
+from mcp_types import CallToolResult
+from redis_proc import RedisProcess, free_port, redis_server_binary
+
+from keyapi_mcp.client import Attempt
+from keyapi_mcp.config import Settings
+from keyapi_mcp.errors import StateStoreError
+from keyapi_mcp.fake_upstream import FakeUpstreamServer
+from keyapi_mcp.redis_store import RedisStore, redact_url
+from keyapi_mcp.server import build_server, open_store
+
+pytestmark = pytest.mark.anyio
+
+TWELVE_ROWS = "9000000000000000002"  # two upstream pages in the demo data
+THREE_ROWS = "9000000000000000001"
+PASSWORD = "hunter2-Redis-Secret"
+
+
+def settings_for(fake: FakeUpstreamServer, state_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_key": TEST_API_KEY,
+        "base_url": fake.url,
+        "max_rps": 1000.0,
+        "state_url": state_url,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def replica(settings: Settings) -> AsyncIterator[Client]:
+    """One server as a replica: its own store opened from KEYAPI_STATE_URL, like a separate process."""
+    async with Client(build_server(settings)) as client:
+        yield client
+
+
+def text_of(result: CallToolResult) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server (with an append-only file) that a test may stop and start again."""
+    server = RedisProcess(redis_server_binary(), tmp_path / "own-redis", persistent=True)
+    with server:
+        yield server
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_a_redis_state_url_selects_the_redis_store_and_its_description_hides_the_password(tmp_path: Path):
+    for url in (f"redis://:{PASSWORD}@127.0.0.1:6390/2", f"rediss://user:{PASSWORD}@cache.example:6390/0"):
+        store = open_store(Settings(_env_file=None, state_url=url))
+        assert isinstance(store, RedisStore)
+        assert PASSWORD not in store.description
+        assert "***@" in store.description
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+# -- single-flight locks ------------------------------------------------------------------------
+
+
+async def test_an_id_claimed_by_one_replica_cannot_be_claimed_by_another_until_released(redis_url: str):
+    first, second = RedisStore.from_url(redis_url), RedisStore.from_url(redis_url)
+    try:
+        assert await first.claim(["111", "222"]) == {"111", "222"}
+        assert await second.claim(["222", "333"]) == {"333"}
+
+        await second.release(["222"])  # not its lock: releasing must not free it
+        assert await second.claim(["222"]) == set()
+
+        await first.release(["111", "222"])
+        assert await second.claim(["111", "222"]) == {"111", "222"}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_lock_left_by_a_crashed_replica_expires_by_itself(redis_url: str):
+    crashed = RedisStore.from_url(redis_url, lock_ttl=0.3)
+    survivor = RedisStore.from_url(redis_url, lock_ttl=0.3)
+    try:
+        assert await crashed.claim(["111"]) == {"111"}
+        assert await survivor.claim(["111"]) == set()
+
+        await survivor.wait_released(["111"])  # returns once the lock has expired
+
+        assert await survivor.claim(["111"]) == {"111"}
+    finally:
+        await crashed.close()
+        await survivor.close()
+
+
+async def test_waiting_for_another_replica_ends_when_it_releases_its_lock(redis_url: str):
+    holder = RedisStore.from_url(redis_url, lock_ttl=30)
+    waiter = RedisStore.from_url(redis_url, lock_ttl=30)
+    try:
+        assert await holder.claim(["111"]) == {"111"}
+        waiting = asyncio.create_task(waiter.wait_released(["111"]))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+
+        await holder.release(["111"])
+
+        await asyncio.wait_for(waiting, timeout=5)  # long before the 30 s lock would expire
+    finally:
+        await holder.close()
+        await waiter.close()
+
+
+async def test_overlapping_calls_on_two_replicas_pay_once(redis_url: str, fake_upstream: FakeUpstreamServer):
+    fake_upstream.fake.latency = 0.2  # keep the first walk in flight while the other replica asks
+    settings = settings_for(fake_upstream, redis_url)
+    async with replica(settings) as a, replica(settings) as b:
+        ids = {"video_ids": [TWELVE_ROWS, THREE_ROWS]}
+        first, second = await asyncio.gather(
+            a.call_tool("get_video_products", ids), b.call_tool("get_video_products", ids)
+        )
+
+    assert not first.is_error, text_of(first)
+    assert not second.is_error, text_of(second)
+    assert fake_upstream.fake.charged == 2  # 15 rows: the two pages of one walk
+    spent = sorted(r.structured_content["credits"]["spent"] for r in (first, second))  # type: ignore[index]
+    assert spent == [0, 2]
+    rows = [
+        sorted((v["video_id"], len(v["products"])) for v in r.structured_content["videos"])  # type: ignore[index]
+        for r in (first, second)
+    ]
+    assert rows[0] == rows[1] == [(THREE_ROWS, 3), (TWELVE_ROWS, 12)]
+
+
+# -- failing closed and recovering --------------------------------------------------------------
+
+
+async def test_every_method_fails_closed_naming_the_store_when_redis_is_unreachable(
+    caplog: pytest.LogCaptureFixture,
+):
+    caplog.set_level(logging.DEBUG)
+    url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"  # nothing listens there
+    store = RedisStore.from_url(url, socket_timeout=1.0)
+    calls: list[Any] = [
+        store.reserve(ids_count=1, page=1, daily_limit=10),
+        store.settle(_reservation(), Attempt(1, 1, 200, "ok", "yes")),
+        store.usage_today(),
+        store.recent(10),
+        store.add_saved(1),
+        store.get_videos(["111"], 100),
+        store.put_videos({"111": []}, store.now()),
+        store.get_page("111", 1, 100),
+        store.put_page("111", 1, [], store.now()),
+        store.cached_video_count(100),
+        store.prune(100),
+        store.claim(["111"]),
+        store.wait_released(["111"]),
+    ]
+    try:
+        for call in calls:
+            with pytest.raises(StateStoreError) as info:
+                await call
+            text = info.value.render()
+            assert text.startswith("[budget_exceeded]")
+            assert "Redis state store redis://***@127.0.0.1:" in text
+            assert "No upstream request was made" in text
+            assert PASSWORD not in text
+        await store.release(["111"])  # best effort: never raises
+    finally:
+        await store.close()
+    assert caplog.records, "the outage is logged"
+    assert all(PASSWORD not in record.getMessage() for record in caplog.records)
+
+
+def _reservation() -> Any:
+    from keyapi_mcp.store import Reservation
+
+    return Reservation(id="gone", day="2026-03-10")
+
+
+async def test_a_store_recovers_by_itself_when_redis_comes_back_and_keeps_the_ledger(own_redis: RedisProcess):
+    store = RedisStore.from_url(own_redis.url, socket_timeout=1.0)
+    try:
+        first = await store.reserve(ids_count=1, page=1, daily_limit=10)
+        await store.settle(first, Attempt(1, 1, 200, "ok", "yes"))
+
+        own_redis.stop()
+        with pytest.raises(StateStoreError):
+            await store.reserve(ids_count=1, page=1, daily_limit=10)
+        own_redis.start()
+
+        again = await store.reserve(ids_count=1, page=1, daily_limit=10)
+        await store.settle(again, Attempt(1, 1, 200, "ok", "yes"))
+        assert (await store.usage_today()).spent == 2
+        assert [e.charged for e in await store.recent(5)] == ["yes", "yes"]
+    finally:
+        await store.close()
+
+
+async def test_the_server_refuses_paid_calls_while_redis_is_down_and_serves_again_when_it_returns(
+    own_redis: RedisProcess, fake_upstream: FakeUpstreamServer
+):
+    async with replica(settings_for(fake_upstream, own_redis.url)) as client:
+        ok = await client.call_tool("get_video_products", {"video_ids": [THREE_ROWS]})
+        assert not ok.is_error, text_of(ok)
+        requests_before = len(fake_upstream.fake.requests)
+
+        own_redis.stop()
+        refused = await client.call_tool("get_video_products", {"video_ids": [TWELVE_ROWS]})
+        usage_refused = await client.call_tool("get_credit_usage", {})
+        assert refused.is_error
+        assert text_of(refused).startswith("[budget_exceeded]")
+        assert "Redis state store redis://127.0.0.1:" in text_of(refused)
+        assert usage_refused.is_error
+        assert text_of(usage_refused).startswith("[budget_exceeded]")
+        assert len(fake_upstream.fake.requests) == requests_before  # no request without a reservation
+
+        own_redis.start()
+        served = await client.call_tool("get_video_products", {"video_ids": [TWELVE_ROWS]})
+        usage = await client.call_tool("get_credit_usage", {})
+
+    assert not served.is_error, text_of(served)
+    assert served.structured_content["credits"]["spent"] == 2  # type: ignore[index]
+    assert usage.structured_content["spent_today"] == 3  # type: ignore[index]
+    assert fake_upstream.fake.charged == 3
