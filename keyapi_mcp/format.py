@@ -129,7 +129,10 @@ def build_result(
             videos.append(video)
     videos.sort(key=lambda v: (-v.gmv, -v.units_sold, v.video_id))
     with_rows = {v.video_id for v in videos}
-    not_found = [v for v in outcome.requested if v in outcome.complete_ids and v not in with_rows]
+    # Claimed only for a complete answer: while ids are pending, "no products" is not yet a fact.
+    not_found = (
+        [v for v in outcome.requested if v in outcome.complete_ids and v not in with_rows] if outcome.complete else []
+    )
     all_products = [(v.video_id, p) for v in videos for p in v.products]
     top = sorted(all_products, key=lambda vp: (-(vp[1].gmv or 0.0), vp[1].product_id))[:TOP_PRODUCTS]
     summary = Summary(

@@ -21,6 +21,7 @@ from keyapi_mcp.errors import InvalidInput
 MAX_VIDEO_IDS = 50
 MAX_TEXT_CHARS = 500  # cap on untrusted upstream text (descriptions) in detailed output
 MAX_HASHTAGS = 30
+MAX_ABS_AMOUNT = 1e15
 
 # A TikTok video id is a 64-bit snowflake: 15–20 decimal digits in practice. Accept 1–25 so odd but
 # numeric ids still reach the upstream, which is the authority on whether they exist.
@@ -130,7 +131,8 @@ def _lenient_float(value: Any) -> float | None:
             return None
     else:
         return None
-    return number if math.isfinite(number) else None
+    # A sanity bound: sums of absurd values must stay finite (no real GMV is near 1e15).
+    return number if math.isfinite(number) and abs(number) < MAX_ABS_AMOUNT else None
 
 
 def _lenient_str(value: Any) -> str | None:

@@ -268,14 +268,14 @@ class RedisStore:
         return self._prefix + ":".join(parts)
 
     def _fail(self, exc: BaseException) -> NoReturn:
-        detail = f"{type(exc).__name__}: {exc}"
+        detail = f"{type(exc).__name__}: {exc}".rstrip(". ")
         if self._secret:  # redis-py does not put it in messages; make sure of it
             detail = detail.replace(self._secret, "***").replace(unquote(self._secret), "***")
         if not self._down:
             self._down = True
             log.warning("%s is not usable (%s); refusing paid calls until it answers again", self.description, detail)
         raise StateStoreError(
-            f"The shared credit ledger ({self.description}) is not reachable: {detail}.",
+            f"The shared credit ledger ({self.description}) is not usable: {detail}.",
             hint="No upstream request was made. The server retries Redis on every call and recovers by itself "
             "when it answers again; check that Redis is running and KEYAPI_STATE_URL points at it.",
         ) from None

@@ -27,7 +27,6 @@ from keyapi_mcp import __version__
 from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
-from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 from keyapi_mcp.format import build_result, render_text, render_usage
 from keyapi_mcp.models import (
     MAX_VIDEO_IDS,
@@ -102,6 +101,30 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
     return SQLiteStore.in_dir(settings.state_dir or default_state_dir(), clock=clock)
 
 
+class LazyAsyncClient:
+    """An `httpx.AsyncClient` made on the first upstream request, not at start.
+
+    Building one loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every chat
+    session but seldom asked for paid data should not pay that before it answers `initialize`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._client: httpx.AsyncClient | None = None
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        if self._client is None:
+            self._client = httpx.AsyncClient(**self._kwargs)
+        return await self._client.get(url, **kwargs)
+
+    async def __aenter__(self) -> LazyAsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
 class KeyAPIMCPServer(MCPServer[AppState]):
     """MCPServer whose argument-validation failures read `[invalid_input] ...` with the field names."""
 
@@ -157,9 +180,11 @@ def build_server(
         state_store = store if store is not None else open_store(settings, demo=demo, clock=clock)
         http_transport = transport
         if demo and http_transport is None:
+            from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
+
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-        async with httpx.AsyncClient(
+        async with LazyAsyncClient(
             transport=http_transport, limits=limits, follow_redirects=False, trust_env=False
         ) as http:
             api_key = (
@@ -167,7 +192,7 @@ def build_server(
             )
             base_url = "https://demo.invalid" if demo else settings.base_url
             client = KeyAPIClient(
-                http,
+                http,  # type: ignore[arg-type]  # only .get() is used
                 api_key=api_key,
                 base_url=base_url,
                 rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from conftest import TEST_API_KEY
 
 from keyapi_mcp import __version__
 from keyapi_mcp import client as client_module
@@ -42,7 +43,6 @@ from keyapi_mcp.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from tests.conftest import TEST_API_KEY
 
 pytestmark = pytest.mark.anyio
 
@@ -564,6 +564,30 @@ async def test_a_cancelled_request_is_settled_as_uncertain(
     assert gate.attempts[0].outcome == "cancelled"
 
 
+async def test_a_call_cancelled_while_waiting_for_the_rate_limiter_releases_its_credit(
+    route: respx.Route, gate: RecordingGate
+) -> None:
+    waiting = asyncio.Event()
+
+    async def blocked_sleep(_: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    clock = ManualClock()
+    limiter = RateLimiter(1.0, clock=clock, sleep=blocked_sleep)
+    await limiter.acquire()  # takes the free slot: the next caller must wait
+    route.mock(return_value=ok())
+    async with httpx.AsyncClient(verify=SSL_CONTEXT) as http:
+        client = KeyAPIClient(http, api_key=TEST_API_KEY, base_url=BASE, rate_limiter=limiter)
+        task = asyncio.create_task(client.fetch_page(IDS, 1, gate))
+        await waiting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert route.call_count == 0
+    assert gate.charged == ["no"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The credit gate
 
@@ -647,7 +671,7 @@ async def test_a_key_cut_by_the_message_length_cap_leaves_no_prefix_of_it(
     client: KeyAPIClient, route: respx.Route, gate: RecordingGate
 ) -> None:
     # The key straddles the 200-character cap on quoted upstream text.
-    message = "x" * 190 + " " + TEST_API_KEY
+    message = "x" * 180 + " " + TEST_API_KEY
     route.mock(return_value=httpx.Response(401, json={"code": 401, "message": message}))
     error = await fetch_error(client, gate)
     assert_no_key(str(error))
