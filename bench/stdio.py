@@ -87,7 +87,7 @@ def _dist(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(median(samples) * 1000, 3), "p95_ms": round(percentile(samples, 95) * 1000, 3)}
 
 
-async def latency(samples: int, workdir: Path) -> dict[str, Any]:
+async def latency(samples: int, workdir: Path, *, upstream_latency: float = 0.0) -> dict[str, Any]:
     data = dataset(samples * 2 + 40, seed=21)
     vids = single_page_videos(data)
     warm, measured = vids[:8], vids[8 : 8 + samples]
@@ -97,7 +97,8 @@ async def latency(samples: int, workdir: Path) -> dict[str, Any]:
     uncached: list[float] = []
     cached: list[float] = []
     naive: list[float] = []
-    with fake_upstream(data) as upstream:
+    echo: list[float] = []
+    with fake_upstream(data, latency=upstream_latency) as upstream:
         url = upstream.url + ENDPOINT
         headers = {"Authorization": f"Bearer {BENCH_API_KEY}"}
 
@@ -116,34 +117,43 @@ async def latency(samples: int, workdir: Path) -> dict[str, Any]:
                 "get_video_products", {"video_ids": vid, "page_num": 1, "page_size": PAGE_SIZE}
             )
 
-        state = workdir / "latency-state"
+        def echo_call(vid: str) -> Any:
+            return minimal.call_tool("echo", {"text": vid})
+
+        state = workdir / f"latency-state-{upstream_latency}"
         state.mkdir()
         async with (
             httpx.AsyncClient(trust_env=False) as http,
             spawned(keyapi_params(upstream.url, state)) as (keyapi, _, _),
             spawned(naive_params(upstream.url, workdir)) as (naive_client, _, _),
+            spawned(minimal_params(workdir)) as (minimal, _, _),
         ):
             for vid in warm:
                 await direct_get(vid)
                 await keyapi_call(vid)
                 await keyapi_call(vid)
                 await naive_call(vid)
+                await echo_call(vid)
             for vid in measured:
                 direct.append(await _timed(direct_get, vid))
                 uncached.append(await _timed(keyapi_call, vid))
                 direct.append(await _timed(direct_get, vid))
                 cached.append(await _timed(keyapi_call, vid))
                 naive.append(await _timed(naive_call, vid))
+                echo.append(await _timed(echo_call, vid))
     d50 = median(direct)
     return {
         "samples": samples,
+        "upstream_latency_ms": round(upstream_latency * 1000),
         "direct_httpx_get": _dist(direct),
         "keyapi_uncached": _dist(uncached),
         "keyapi_cached": _dist(cached),
         "naive_wrapper": _dist(naive),
+        "minimal_echo_sdk_floor": _dist(echo),
         "uncached_p50_vs_direct": round(median(uncached) / d50, 3),
         "cached_p50_vs_direct": round(median(cached) / d50, 3),
         "naive_p50_vs_direct": round(median(naive) / d50, 3),
+        "sdk_floor_p50_vs_direct": round(median(echo) / d50, 3),
         "bars": {
             "uncached p50 ≤ 2.5× direct GET": median(uncached) / d50 <= 2.5,
             "cached p50 ≤ 1.5× direct GET": median(cached) / d50 <= 1.5,

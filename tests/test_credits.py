@@ -521,21 +521,30 @@ async def test_next_page_num_continues_the_same_reduced_id_set_even_after_the_ca
 
 
 class CountingStore(SQLiteStore):
-    """Signals `all_in` once `expected` calls looked up the cache.
+    """Lets a test wait until N calls have looked up the cache.
 
     Each `get_video_products` call makes exactly one look-up, then claims its ids (or starts waiting
     on another call's claim) before it next yields to the event loop.
     """
 
-    expected = 0
-    lookups = 0
-    all_in: anyio.Event
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lookups = 0
+        self._waiters: list[tuple[int, anyio.Event]] = []
 
     async def get_videos(self, video_ids: Sequence[str], max_age: float) -> Any:
         self.lookups += 1
-        if self.lookups == self.expected:
-            self.all_in.set()
+        for count, event in self._waiters:
+            if self.lookups >= count:
+                event.set()
         return await super().get_videos(video_ids, max_age)
+
+    async def reached(self, count: int) -> None:
+        if self.lookups < count:
+            event = anyio.Event()
+            self._waiters.append((count, event))
+            with anyio.fail_after(20):
+                await event.wait()
 
 
 @pytest.mark.parametrize("ttl", [21_600, 0], ids=["cache-on", "cache-off"])
@@ -544,9 +553,8 @@ async def test_concurrent_calls_for_the_same_ids_share_one_upstream_walk(serve: 
     x, z = data
     fake = HoldingUpstream(data, api_key=TEST_API_KEY)
     upstream = serve(fake)
-    store = CountingStore(tmp_path / "state.sqlite3", clock=Clock())
+    store = CountingStore(tmp_path / "state.sqlite3")  # real clock: time passes between fetch and look-up
     calls = [[x], [x], [x, z], [x], [x]]
-    store.expected, store.all_in = len(calls), anyio.Event()
     results: list[VideoProductsResult] = []
 
     async with connect(make_settings(upstream.url, cache_ttl_seconds=ttl), store=store) as client:
@@ -557,8 +565,7 @@ async def test_concurrent_calls_for_the_same_ids_share_one_upstream_walk(serve: 
         async with anyio.create_task_group() as tg:
             for ids in calls:
                 tg.start_soon(call, ids)
-            with anyio.fail_after(20):
-                await store.all_in.wait()  # every call has claimed its ids or is waiting on them
+            await store.reached(len(calls))  # every call has claimed its ids or is waiting on them
             fake.release.set()
 
     queries = {ids for ids, _ in sent(fake)}
@@ -569,6 +576,37 @@ async def test_concurrent_calls_for_the_same_ids_share_one_upstream_walk(serve: 
     assert sorted(r.credits.cached_videos for r in results if r.credits.spent == 0) == [1] * (
         len([r for r in results if r.credits.spent == 0])
     )
+
+
+async def test_an_incomplete_answer_continues_only_its_own_query_when_another_call_held_some_of_its_ids(
+    serve: Any, tmp_path: Path
+):
+    data = videos_with(25, 9, 6)  # x alone: 3 pages; y and w together: 2 pages
+    x, y, w = data
+    fake = HoldingUpstream(data, api_key=TEST_API_KEY)
+    upstream = serve(fake)
+    store = CountingStore(tmp_path / "state.sqlite3")
+    results: dict[str, VideoProductsResult] = {}
+
+    async with connect(make_settings(upstream.url), store=store) as client:
+
+        async def call(name: str, ids: list[str]) -> None:
+            results[name] = await fetch(client, ids, max_credits=1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "holder", [x])
+            await store.reached(1)  # x is claimed by the first call
+            tg.start_soon(call, "other", [x, y, w])
+            await store.reached(2)
+            fake.release.set()
+        other = results["other"]
+        continued = await fetch(client, other.pending_ids, page_num=other.next_page_num)
+
+    assert (other.complete, other.pending_ids, other.next_page_num) == (False, sorted([y, w]), 2)
+    assert any(x in warning for warning in other.warnings)  # named, but not mixed into the continuation
+    assert continued.complete and continued.credits.spent == 1
+    assert product_ids(continued) == expected_products(data, [y, w])
+    assert sent(fake).count((frozenset([y, w]), 1)) == 1
 
 
 # -- reporting --------------------------------------------------------------------------------------
