@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
@@ -28,6 +27,7 @@ from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
 from keyapi_mcp.format import build_result, render_text, render_usage
+from keyapi_mcp.limits import CallSlots, ServerBusy
 from keyapi_mcp.models import (
     MAX_VIDEO_IDS,
     CreditUsage,
@@ -37,6 +37,9 @@ from keyapi_mcp.models import (
 )
 from keyapi_mcp.service import ProductsService
 from keyapi_mcp.store import SQLiteStore, Store, iso, next_midnight
+
+if TYPE_CHECKING:  # httpx is imported on the first upstream request (see LazyAsyncClient)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +111,16 @@ class LazyAsyncClient:
     session but seldom asked for paid data should not pay that before it answers `initialize`.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, limits: dict[str, int], **kwargs: Any) -> None:
+        self._limits = limits
         self._kwargs = kwargs
         self._client: httpx.AsyncClient | None = None
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         if self._client is None:
-            self._client = httpx.AsyncClient(**self._kwargs)
+            import httpx
+
+            self._client = httpx.AsyncClient(limits=httpx.Limits(**self._limits), **self._kwargs)
         return await self._client.get(url, **kwargs)
 
     async def __aenter__(self) -> LazyAsyncClient:
@@ -128,9 +134,16 @@ class LazyAsyncClient:
 class KeyAPIMCPServer(MCPServer[AppState]):
     """MCPServer whose argument-validation failures read `[invalid_input] ...` with the field names."""
 
+    call_slots: CallSlots | None = None  # cap on concurrent tool calls (KEYAPI_MCP_MAX_CONCURRENT_CALLS)
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
-            return await super().call_tool(name, arguments, context)
+            if self.call_slots is None:
+                return await super().call_tool(name, arguments, context)
+            async with self.call_slots.hold():
+                return await super().call_tool(name, arguments, context)
+        except ServerBusy as exc:
+            raise ToolError(exc.render()) from None
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
@@ -183,7 +196,7 @@ def build_server(
             from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+        limits = {"max_connections": 32, "max_keepalive_connections": 16}
         async with LazyAsyncClient(
             transport=http_transport, limits=limits, follow_redirects=False, trust_env=False
         ) as http:
@@ -382,7 +395,7 @@ def build_server(
             )
         ),
     ]
-    return KeyAPIMCPServer(
+    server = KeyAPIMCPServer(
         SERVER_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -390,3 +403,5 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
     )
+    server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
+    return server

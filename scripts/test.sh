@@ -16,3 +16,7 @@ fi
 .venv/bin/ruff check keyapi_mcp tests bench
 .venv/bin/ruff format --check keyapi_mcp tests bench
 .venv/bin/python -m pytest "$@"
+# MCP conformance suite against --transport http (needs npm; SKIP_CONFORMANCE=1 skips it offline).
+if [ "${SKIP_CONFORMANCE:-0}" != "1" ]; then
+  bash scripts/conformance.sh
+fi

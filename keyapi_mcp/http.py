@@ -1,0 +1,213 @@
+"""MCP over Streamable HTTP (`keyapi-mcp --transport http`): `/mcp`, `/healthz`, auth, limits, shutdown.
+
+- `/mcp` is the SDK's Streamable HTTP endpoint, stateless (any replica can answer any request; all state
+  is in the store) with SSE responses, so progress notifications reach the client during a call.
+- `KEYAPI_MCP_AUTH_TOKEN`: every request except `GET /healthz` needs `Authorization: Bearer <token>`
+  (constant-time comparison), else 401 with `WWW-Authenticate: Bearer`. Binding a non-loopback address
+  without a token refuses to start: anyone who could reach the port could spend the KeyAPI credits.
+- DNS-rebinding protection (the MCP spec's Host/Origin validation): always on for loopback binds, where a
+  web page in the user's browser is the attacker; for other binds the allowed values come from
+  `KEYAPI_MCP_ALLOWED_HOSTS` / `KEYAPI_MCP_ALLOWED_ORIGINS`.
+- Request bodies above `KEYAPI_MCP_MAX_BODY_BYTES` get 413 before they are parsed; concurrent tool calls
+  are capped by `KEYAPI_MCP_MAX_CONCURRENT_CALLS` (see `keyapi_mcp.limits`).
+- SIGTERM/SIGINT: stop accepting connections, let in-flight calls finish for up to
+  `GRACEFUL_SHUTDOWN_SECONDS` (their ledger reservations are settled as they finish; a call still running
+  after that is cancelled and its reservation settled as uncertain), then close the store.
+
+The token never reaches a log line: failures are logged with the client address and reason only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import sys
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from keyapi_mcp import __version__
+from keyapi_mcp.config import Settings, is_loopback_host
+
+log = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+HEALTH_PATH = "/healthz"
+GRACEFUL_SHUTDOWN_SECONDS = 30
+MIN_TOKEN_CHARS = 16
+
+LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
+LOOPBACK_ORIGINS = [f"http://{host}" for host in LOOPBACK_HOSTS]
+
+
+class HttpConfigError(ValueError):
+    """The HTTP transport cannot start safely with this configuration (the CLI exits with status 2)."""
+
+
+def _host_literal(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def check_http_config(settings: Settings, host: str, port: int) -> None:
+    """Refuse configurations that would expose the server: no token off loopback, weak token, bad port."""
+    if not 0 <= port <= 65535:
+        raise HttpConfigError(f"--port {port} is not a TCP port (0-65535).")
+    token = settings.mcp_auth_token.get_secret_value() if settings.mcp_auth_token is not None else ""
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise HttpConfigError(
+            f"KEYAPI_MCP_AUTH_TOKEN is too short (at least {MIN_TOKEN_CHARS} characters). Generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if not is_loopback_host(host) and not token:
+        raise HttpConfigError(
+            f"refusing to listen on {host} without KEYAPI_MCP_AUTH_TOKEN: anyone who can reach this port could "
+            "spend your KeyAPI credits. Set KEYAPI_MCP_AUTH_TOKEN to a long random secret (e.g. python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))') and send it as 'Authorization: Bearer <token>', "
+            "or bind --host 127.0.0.1."
+        )
+
+
+def transport_security(settings: Settings, host: str) -> TransportSecuritySettings:
+    """Host/Origin validation: loopback names always allowed on loopback binds, plus the configured lists."""
+    hosts = list(settings.mcp_allowed_hosts)
+    origins = list(settings.mcp_allowed_origins)
+    if is_loopback_host(host):
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=[*LOOPBACK_HOSTS, *hosts],
+            allowed_origins=[*LOOPBACK_ORIGINS, *origins],
+        )
+    if not hosts:
+        # Behind a load balancer the public host name is not known here. The bearer token (required off
+        # loopback) still guards every request; a rebinding page cannot know it.
+        log.warning(
+            "KEYAPI_MCP_ALLOWED_HOSTS is not set: Host/Origin headers are not checked on %s. Set it (comma "
+            "list, e.g. mcp.example.com,mcp.example.com:443) to enable DNS-rebinding protection.",
+            host,
+        )
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+class BearerAuthMiddleware:
+    """Require `Authorization: Bearer <token>` on every HTTP request except the exempt paths.
+
+    The comparison is constant-time over bytes (`hmac.compare_digest`), so response timing does not
+    reveal how much of a guessed token was right.
+    """
+
+    def __init__(self, app: ASGIApp, token: str, *, exempt_paths: tuple[str, ...] = (HEALTH_PATH,)) -> None:
+        self.app = app
+        self._expected = token.encode("utf-8")
+        self._exempt = exempt_paths
+
+    def _authorized(self, scope: Scope) -> tuple[bool, str]:
+        values = [v for k, v in scope.get("headers", []) if k == b"authorization"]
+        if not values:
+            return False, "missing"
+        if len(values) > 1:
+            return False, "repeated"
+        scheme, _, credentials = values[0].strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not credentials.strip():
+            return False, "not a bearer token"
+        if not hmac.compare_digest(credentials.strip(), self._expected):
+            return False, "invalid"
+        return True, ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self._exempt:
+            await self.app(scope, receive, send)
+            return
+        ok, reason = self._authorized(scope)
+        if ok:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client") or ("?", 0)
+        log.info("rejected %s %s from %s: %s bearer token", scope.get("method"), scope.get("path"), client[0], reason)
+        challenge = 'Bearer realm="keyapi-mcp"'
+        if reason == "invalid":
+            challenge += ', error="invalid_token"'
+        body = json.dumps(
+            {
+                "error": "unauthorized",
+                "error_description": "Send 'Authorization: Bearer <KEYAPI_MCP_AUTH_TOKEN>' with every request.",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", challenge.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _healthz(_: Request) -> JSONResponse:
+    # Liveness only, nothing secret: no settings, no counts, no upstream check (that would spend nothing but
+    # would make a load balancer's probe depend on KeyAPI).
+    return JSONResponse({"status": "ok", "version": __version__}, headers={"cache-control": "no-store"})
+
+
+def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> ASGIApp:
+    """The ASGI app served by `run_http`: `/mcp` (Streamable HTTP) and `/healthz`, behind the bearer check.
+
+    Raises `HttpConfigError` for configurations that must not start (see `check_http_config`).
+    """
+    check_http_config(settings, host, port)
+    app: Starlette = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=True,
+        json_response=False,
+        max_request_body_size=settings.mcp_max_body_bytes,
+        transport_security=transport_security(settings, host),
+        host=host,
+    )
+    app.router.routes.insert(0, Route(HEALTH_PATH, _healthz, methods=["GET"], name="healthz"))
+    if settings.mcp_auth_token is None:
+        log.info("KEYAPI_MCP_AUTH_TOKEN is not set: /mcp accepts unauthenticated requests (loopback only)")
+        return app
+    return BearerAuthMiddleware(app, settings.mcp_auth_token.get_secret_value())
+
+
+def uvicorn_server(app: ASGIApp, *, host: str, port: int, settings: Settings) -> uvicorn.Server:
+    """A uvicorn server that logs through the root logger (stderr) and shuts down gracefully."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # keep the CLI's stderr logging; uvicorn's default sends access logs to stdout
+        log_level=settings.log_level.lower(),
+        access_log=True,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return uvicorn.Server(config)
+
+
+def run_http(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until SIGTERM/SIGINT. Raises `HttpConfigError` before binding anything if unsafe."""
+    app = build_http_app(server, settings, host=host, port=port)
+    uv = uvicorn_server(app, host=host, port=port, settings=settings)
+    auth = "bearer token required" if settings.mcp_auth_token is not None else "no auth: loopback only"
+    print(
+        f"keyapi-mcp {__version__}: MCP Streamable HTTP on http://{_host_literal(host)}:{port}{MCP_PATH} ({auth}); "
+        "health at /healthz. Ctrl+C or SIGTERM stops it.",
+        file=sys.stderr,
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the signal after its graceful shutdown
+        uv.run()

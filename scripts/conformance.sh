@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Run the official MCP conformance suite (@modelcontextprotocol/conformance, pinned in
+# scripts/conformance/package-lock.json together with the Node 22 it needs) against
+# `keyapi-mcp --transport http --demo` on a free 127.0.0.1 port. Called by scripts/test.sh.
+#
+# Only the scenarios whose feature this server has are run; the README's "Running as a service (HTTP)"
+# section lists the others and why they do not apply. The tools are installed into .conformance/
+# (gitignored) and reinstalled only when the lock file changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+DIR="$ROOT/.conformance"
+SCENARIOS=(server-initialize ping tools-list resources-list prompts-list dns-rebinding-protection)
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "conformance: npm is required (any Node >= 18 with npm; the suite runs on the pinned Node 22)" >&2
+  exit 1
+fi
+mkdir -p "$DIR"
+if ! cmp -s scripts/conformance/package-lock.json "$DIR/package-lock.json" || [ ! -x "$DIR/node_modules/.bin/node" ]; then
+  cp scripts/conformance/package.json scripts/conformance/package-lock.json "$DIR/"
+  npm ci --prefix "$DIR" --no-audit --no-fund --loglevel=error
+fi
+NODE="$DIR/node_modules/.bin/node"
+SUITE="$DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+PY="$ROOT/.venv/bin/python"
+
+PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+URL="http://127.0.0.1:$PORT/mcp"
+LOG="$DIR/server.log"
+
+# A clean environment: no KEYAPI_* from the caller (the suite cannot send a bearer token) and no .env
+# (the server starts in $DIR, which has none).
+mapfile -t UNSET < <(env | sed -n 's/^\(KEYAPI_[A-Za-z0-9_]*\)=.*/-u\n\1/p')
+(cd "$DIR" && exec env "${UNSET[@]}" "$ROOT/.venv/bin/keyapi-mcp" --transport http --demo --port "$PORT") 2>"$LOG" &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true' EXIT
+
+"$PY" - "$PORT" <<'EOF'
+import sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/healthz"
+deadline = time.monotonic() + 30
+while True:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(f"conformance: keyapi-mcp did not answer {url} within 30 s")
+    time.sleep(0.2)
+EOF
+
+failed=()
+for scenario in "${SCENARIOS[@]}"; do
+  if "$NODE" "$SUITE" server --url "$URL" --scenario "$scenario" -o "$DIR/results" >"$DIR/$scenario.out" 2>&1; then
+    echo "conformance: $scenario passed"
+  else
+    echo "conformance: $scenario FAILED" >&2
+    cat "$DIR/$scenario.out" >&2
+    failed+=("$scenario")
+  fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "conformance: failed scenarios: ${failed[*]}; server log:" >&2
+  cat "$LOG" >&2
+  exit 1
+fi
+echo "conformance: all ${#SCENARIOS[@]} applicable server scenarios passed ($("$NODE" "$SUITE" --version), Node $("$NODE" --version))"
