@@ -262,7 +262,10 @@ class FakeUpstreamServer:
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default listen backlog (5) drops connects of a 100-call burst
+
+        self._httpd = Server((host, port), Handler)
         self._httpd.daemon_threads = True
         # A short poll interval: shutdown() waits up to one interval, and tests start many servers.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -8,6 +8,7 @@ content carries the full typed result, derived metrics included.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
@@ -43,6 +44,15 @@ def _iso_from_epoch(value: int | None) -> str | None:
     if value is None or value <= 0 or value > 32_503_680_000:
         return None
     return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_URL_RE = re.compile(r"^https?://[^\s«»]+$", re.IGNORECASE)
+
+
+def _clean_url(value: str | None) -> str | None:
+    """Untrusted URL, rendered undelimited: kept only as one http(s) URL without spaces, so it cannot carry prose."""
+    text = clean_text(value, 4096)
+    return text if text and _URL_RE.match(text) else None
 
 
 def _first(rows: Sequence[UpstreamRow], attr: str) -> object:
@@ -99,8 +109,8 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
         fields.update(
             description=clean_text(_first(rows, "video_desc")),  # type: ignore[arg-type]
             hashtags=split_hashtags(_first(rows, "hash_tag")),  # type: ignore[arg-type]
-            cover_url=clean_text(_first(rows, "reflow_cover"), 4096),  # type: ignore[arg-type]
-            play_url=clean_text(_first(rows, "play_addr"), 4096),  # type: ignore[arg-type]
+            cover_url=_clean_url(_first(rows, "reflow_cover")),  # type: ignore[arg-type]
+            play_url=_clean_url(_first(rows, "play_addr")),  # type: ignore[arg-type]
             width=_first(rows, "width"),
             height=_first(rows, "height"),
             ratio=clean_text(_first(rows, "ratio"), 16),  # type: ignore[arg-type]

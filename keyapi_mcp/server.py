@@ -196,7 +196,10 @@ def build_server(
             from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
-        limits = {"max_connections": 32, "max_keepalive_connections": 16}
+        # As many upstream connections as calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS), so
+        # admitted calls never queue a second time in the pool.
+        pool = max(32, settings.mcp_max_concurrent_calls)
+        limits = {"max_connections": pool, "max_keepalive_connections": min(pool, 64)}
         async with LazyAsyncClient(
             transport=http_transport, limits=limits, follow_redirects=False, trust_env=False
         ) as http:
