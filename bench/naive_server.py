@@ -17,7 +17,7 @@ ENDPOINT = "/v1/tiktok/video/products/analytics"
 
 
 def build_naive_server(base_url: str, api_key: str) -> MCPServer:
-    server = MCPServer("naive-keyapi")
+    server = MCPServer("naive-keyapi", log_level="WARNING")  # as quiet as keyapi-mcp by default
     http: dict[str, httpx.AsyncClient] = {}
 
     @server.tool(structured_output=False)

@@ -143,6 +143,45 @@ def _no_redaction(text: str) -> str:
     return text
 
 
+def _scalar(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        if not value.isascii():
+            # A lone surrogate ("\\ud800") is valid JSON but not valid Unicode: nothing downstream
+            # (cache, JSON output) could encode it.
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return redact(value)
+    if value is None or isinstance(value, int | float):
+        return value
+    return None  # a nested array/object: no documented field is one
+
+
+def parse_body(body_bytes: bytes, redact: Callable[[str], str] = _no_redaction) -> Any:
+    """The JSON body reduced to the documented envelope shape, or None when it is not a JSON object.
+
+    Top-level values and the fields of each `data` row are kept only as scalars (strings valid Unicode,
+    the API key redacted); a `data` row that is not an object becomes None (still counted as a row of the
+    page). So no hostile body — nesting deep enough to exhaust the stack, lone surrogates, the key echoed
+    back — reaches the cache, the formatter or the model.
+    """
+    try:
+        body = json.loads(body_bytes) if body_bytes else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    clean: dict[str, Any] = {_scalar(k, redact): _scalar(v, redact) for k, v in body.items() if k != "data"}
+    if "data" in body:
+        data = body["data"]
+        if isinstance(data, list):
+            clean["data"] = [
+                {_scalar(k, redact): _scalar(v, redact) for k, v in row.items()} if isinstance(row, dict) else None
+                for row in data
+            ]
+        else:  # keeps "not a list" observable (an object stays an object) without its contents
+            clean["data"] = {} if isinstance(data, dict) else _scalar(data, redact)
+    return clean
+
+
 def _upstream_message(body: Any, redact: Callable[[str], str] = _no_redaction) -> str:
     if isinstance(body, dict):
         msg = body.get("message")
@@ -278,10 +317,7 @@ class KeyAPIClient:
         if len(body_bytes) > MAX_BODY_BYTES:
             await settle(status, "oversized_body", "uncertain" if status == 200 else "no")
             raise UpstreamError("The upstream answered with an oversized body.", hint="Retry with fewer video ids.")
-        try:
-            body: Any = json.loads(body_bytes) if body_bytes else None
-        except (ValueError, UnicodeDecodeError):
-            body = None
+        body = parse_body(body_bytes, self._redact)
         rid = _request_id(body, response, self._redact)
         upstream_msg = _upstream_message(body, self._redact)
         quoted = f' Upstream said: "{upstream_msg}".' if upstream_msg else ""

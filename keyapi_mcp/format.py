@@ -55,6 +55,15 @@ def _clean_url(value: str | None) -> str | None:
     return text if text and _URL_RE.match(text) else None
 
 
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def _clean_token(value: str | None, limit: int) -> str | None:
+    """Untrusted short code (region, ratio), rendered undelimited: kept only as one word, e.g. "US", "540p"."""
+    text = clean_text(value, limit)
+    return text if text and len(text) <= limit and _TOKEN_RE.match(text) else None
+
+
 def _first(rows: Sequence[UpstreamRow], attr: str) -> object:
     for row in rows:
         value = getattr(row, attr)
@@ -90,7 +99,7 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
     fields: dict[str, object] = dict(
         video_id=data.video_id,
         author_id=_first(rows, "user_id"),
-        region=clean_text(_first(rows, "region"), 16),  # type: ignore[arg-type]
+        region=_clean_token(_first(rows, "region"), 16),  # type: ignore[arg-type]
         created_at=_iso_from_epoch(_first(rows, "create_time")),  # type: ignore[arg-type]
         duration_s=_first(rows, "duration"),
         views=views,
@@ -113,7 +122,7 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
             play_url=_clean_url(_first(rows, "play_addr")),  # type: ignore[arg-type]
             width=_first(rows, "width"),
             height=_first(rows, "height"),
-            ratio=clean_text(_first(rows, "ratio"), 16),  # type: ignore[arg-type]
+            ratio=_clean_token(_first(rows, "ratio"), 16),  # type: ignore[arg-type]
             data_size=_first(rows, "data_size"),
         )
     return VideoOut(**fields), warnings  # type: ignore[arg-type]

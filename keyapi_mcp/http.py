@@ -80,10 +80,12 @@ def transport_security(settings: Settings, host: str) -> TransportSecuritySettin
     hosts = list(settings.mcp_allowed_hosts)
     origins = list(settings.mcp_allowed_origins)
     if is_loopback_host(host):
+        bound = _host_literal(host)  # e.g. 127.0.0.2, also loopback
+        own = [] if bound in LOOPBACK_HOSTS else [bound, f"{bound}:*"]
         return TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
-            allowed_hosts=[*LOOPBACK_HOSTS, *hosts],
-            allowed_origins=[*LOOPBACK_ORIGINS, *origins],
+            allowed_hosts=[*LOOPBACK_HOSTS, *own, *hosts],
+            allowed_origins=[*LOOPBACK_ORIGINS, *(f"http://{h}" for h in own), *origins],
         )
     if not hosts:
         # Behind a load balancer the public host name is not known here. The bearer token (required off
@@ -123,6 +125,9 @@ class BearerAuthMiddleware:
         return True, ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # nothing is served over WebSocket: refuse before any app code runs
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http" or scope.get("path") in self._exempt:
             await self.app(scope, receive, send)
             return

@@ -25,9 +25,10 @@ MAX_ABS_AMOUNT = 1e15
 
 # A TikTok video id is a 64-bit snowflake: 15–20 decimal digits in practice. Accept 1–25 so odd but
 # numeric ids still reach the upstream, which is the authority on whether they exist.
-_ID_RE = re.compile(r"^\d{1,25}$")
+# [0-9], not \d: \d also matches other scripts' digits ("႐", "༡"), which must never reach the upstream.
+_ID_RE = re.compile(r"^[0-9]{1,25}$")
 _URL_RE = re.compile(r"^(?:https?://)?(?:(?:www|m|vm|vt)\.)?tiktok\.com/(?P<path>[^?#\s]*)(?:[?#].*)?$", re.IGNORECASE)
-_VIDEO_PATH_RE = re.compile(r"^(?:@[^/]+/)?(?:video|v)/(?P<id>\d{1,25})(?:\.html)?/?$", re.IGNORECASE)
+_VIDEO_PATH_RE = re.compile(r"^(?:@[^/]+/)?(?:video|v)/(?P<id>[0-9]{1,25})(?:\.html)?/?$", re.IGNORECASE)
 
 ID_HINT = (
     'Pass numeric TikTok video ids (e.g. "7521783049722285367") or full video URLs '

@@ -199,7 +199,7 @@ def build_server(
         # As many upstream connections as calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS), so
         # admitted calls never queue a second time in the pool.
         pool = max(32, settings.mcp_max_concurrent_calls)
-        limits = {"max_connections": pool, "max_keepalive_connections": min(pool, 64)}
+        limits = {"max_connections": pool, "max_keepalive_connections": 16}
         async with LazyAsyncClient(
             transport=http_transport, limits=limits, follow_redirects=False, trust_env=False
         ) as http:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mcp import Client
 from redis_proc import RedisProcess, redis_server_binary
 
 from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, demo_dataset
 
 TEST_API_KEY = "sk_live_TESTKEY_must_never_leak_0123456789"
+TEST_AUTH_TOKEN = "mcp_TESTTOKEN_must_never_leak_9876543210"
+SECRETS = (TEST_API_KEY, TEST_AUTH_TOKEN)
 
 
 @pytest.fixture
@@ -51,3 +56,53 @@ def redis_url(redis_server: RedisProcess) -> str:
     """The session's Redis, emptied for this test."""
     redis_server.flush()
     return redis_server.url
+
+
+class _LogTexts(logging.Handler):
+    """Keeps the text (message and traceback) of every log record that reaches the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is still scanned by its raw parts
+            text = f"{record.msg!r} {record.args!r}"
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.texts.append(text)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Scan every tool result and every log record of every test for the test API key and auth token.
+
+    Output the fixture cannot see (a subprocess's stderr, raw HTTP bodies) is appended by the test to the
+    list this fixture yields, and scanned too.
+    """
+    extra: list[str] = []
+    results: list[str] = []
+    handler = _LogTexts()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    original = Client.call_tool
+
+    async def scanned_call_tool(self: Client, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
+        results.append(result.model_dump_json())
+        return result
+
+    monkeypatch.setattr(Client, "call_tool", scanned_call_tool)
+    try:
+        yield extra
+    finally:
+        root.removeHandler(handler)
+    for where, texts in (("a tool result", results), ("a log record", handler.texts), ("captured output", extra)):
+        leaked = [
+            name
+            for name, secret in zip(("API key", "auth token"), SECRETS, strict=True)
+            if any(secret in t for t in texts)
+        ]
+        assert not leaked, f"the test {' and '.join(leaked)} leaked into {where}"

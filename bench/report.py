@@ -1,0 +1,220 @@
+"""The results table (Markdown, printed and pasted into README) and the chart (`bench/results.png`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _ok(flag: bool | None) -> str:
+    return "—" if flag is None else ("✅" if flag else "❌ missed")
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}×"
+
+
+def table(r: dict[str, Any]) -> str:
+    """One row per measure: the three contenders (and the reference), the ratio the bar is on, the bar."""
+    rows: list[tuple[str, str, str, str, str, str, str]] = []
+    t = r.get("tokens")
+    if t:
+        tk = t["tokens"]
+        b = t["bars"]
+        rows.append(
+            (
+                f"context tokens, one question about {t['videos']} videos ({t['rows']} product rows)",
+                f"{tk['raw_upstream_json']:,}",
+                f"{tk['naive_wrapper']:,}",
+                f"{tk['keyapi_concise']:,} (detailed {tk['keyapi_detailed']:,})",
+                f"CSV floor {tk['csv_floor']:,}",
+                f"{t['concise_share_of_raw'] * 100:.1f}% of raw; {_x(t['concise_vs_csv_floor'])} CSV",
+                "≤ 6% of raw, ≤ 1.5× CSV " + _ok(b["concise ≤ 6% of raw JSON"] and b["concise ≤ 1.5× CSV floor"]),
+            )
+        )
+        rows.append(
+            (
+                "facts in keyapi-mcp's text (video, product, units, GMV)",
+                "",
+                "",
+                f"{t['facts_found']}/{t['facts_expected']}, all {t['videos']} video ids",
+                "",
+                "",
+                "every one present " + _ok(b["every video_id, product_id, units, GMV present"]),
+            )
+        )
+    c = r.get("credits")
+    if c:
+        cr = c["credits"]
+        rows.append(
+            (
+                f"credits, scripted {c['calls']}-call session",
+                "",
+                f"{cr['naive']} ({_x(c['naive_vs_minimum'])} min)",
+                f"{cr['keyapi']}",
+                f"minimum {cr['minimum']}",
+                f"{_x(c['keyapi_vs_minimum'])} minimum",
+                "= minimum on every call " + _ok(c["bars"]["keyapi-mcp charged = minimum on every call"]),
+            )
+        )
+        st = c["session_tokens"]
+        rows.append(("context tokens, same session", "", f"{st['naive']:,}", f"{st['keyapi']:,}", "", "", ""))
+    for key in ("latency", "latency_50ms"):
+        lat = r.get("stdio", {}).get(key)
+        if not lat:
+            continue
+        up = lat["upstream_latency_ms"]
+        d = lat["direct_httpx_get"]
+        rows.append(
+            (
+                f"call latency p50 / p95 ms over stdio, upstream answering in {up} ms",
+                f"direct GET {d['p50_ms']:.1f} / {d['p95_ms']:.1f}",
+                f"{lat['naive_wrapper']['p50_ms']:.1f} / {lat['naive_wrapper']['p95_ms']:.1f}",
+                f"uncached {lat['keyapi_uncached']['p50_ms']:.1f} / {lat['keyapi_uncached']['p95_ms']:.1f}; "
+                f"cached {lat['keyapi_cached']['p50_ms']:.1f} / {lat['keyapi_cached']['p95_ms']:.1f}",
+                "SDK echo {p50_ms:.1f} / {p95_ms:.1f}".format(**lat["minimal_echo_sdk_floor"]),
+                f"uncached {_x(lat['uncached_p50_vs_direct'])}, cached {_x(lat['cached_p50_vs_direct'])} direct "
+                f"(SDK echo {_x(lat['sdk_floor_p50_vs_direct'])})",
+                "≤ 2.5× / ≤ 1.5× "
+                + _ok(lat["bars"]["uncached p50 ≤ 2.5× direct GET"] and lat["bars"]["cached p50 ≤ 1.5× direct GET"]),
+            )
+        )
+    cs = r.get("stdio", {}).get("cold_start")
+    if cs:
+        m = cs["median_ms"]
+        rows.append(
+            (
+                f"cold start spawn → initialized, median of {cs['runs']} (ms)",
+                "",
+                f"{m['naive']:.0f}",
+                f"{m['keyapi']:.0f}",
+                f"minimal {m['minimal']:.0f}",
+                f"{_x(cs['keyapi_vs_minimal'])} minimal",
+                "≤ 1.10× " + _ok(cs["bars"]["cold start ≤ 1.10× minimal server"]),
+            )
+        )
+    mem = r.get("stdio", {}).get("memory")
+    if mem:
+        k, mn, nv = mem["keyapi"], mem["minimal"], mem["naive"]
+        n = mem["calls"]
+        bars = list(mem["bars"].values())
+        rows.append(
+            (
+                f"RSS MB idle → after {n:,} calls",
+                "",
+                f"{nv['idle_mb']:.1f} → {nv['after_calls_mb']:.1f}",
+                f"{k['idle_mb']:.1f} → {k['after_calls_mb']:.1f} (growth after warm-up {k['growth_mb']:.1f})",
+                f"minimal {mn['idle_mb']:.1f} → {mn['after_calls_mb']:.1f}",
+                f"{_x(mem['idle_vs_minimal'])} idle, {_x(mem['after_calls_vs_minimal'])} after",
+                f"≤ 1.10× idle {_ok(bars[0])}, after {_ok(bars[1])}; growth ≤ 5 MB {_ok(bars[2])}",
+            )
+        )
+    cc = r.get("concurrency")
+    if cc:
+        tp = cc["calls_per_s"]
+        rows.append(
+            (
+                f"throughput, {cc['concurrency']} concurrent uncached calls over HTTP, "
+                f"upstream {cc['upstream_latency_ms']} ms (calls/s)",
+                f"direct GET {tp['direct']:.0f}",
+                "",
+                f"{tp['keyapi']:.0f}",
+                f"SDK floor {tp['sdk_floor']:.0f}",
+                f"{cc['keyapi_vs_direct'] * 100:.0f}% of direct (SDK floor {cc['sdk_floor_vs_direct'] * 100:.0f}%)",
+                "≥ 80% " + _ok(cc["bars"]["throughput ≥ 80% of direct httpx"]),
+            )
+        )
+    head = ("measure", "raw upstream", "naive wrapper", "keyapi-mcp", "reference", "ratio", "bar")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig.suptitle("keyapi-mcp benchmarks (offline, fake upstream on 127.0.0.1, same run)", fontsize=13)
+    colors = {"raw": "#9e9e9e", "naive": "#e57373", "keyapi": "#2e7d32", "ref": "#64b5f6"}
+
+    ax = axes[0][0]
+    t = r.get("tokens")
+    if t:
+        tk = t["tokens"]
+        labels = ["raw upstream\nJSON", "naive\nwrapper", "CSV floor", "keyapi-mcp\nconcise"]
+        values = [tk["raw_upstream_json"], tk["naive_wrapper"], tk["csv_floor"], tk["keyapi_concise"]]
+        bars = ax.bar(labels, values, color=[colors["raw"], colors["naive"], colors["ref"], colors["keyapi"]])
+        ax.bar_label(bars, labels=[f"{v:,}" for v in values])
+        ax.set_title(f"Context tokens: one question about {t['videos']} videos ({t['rows']} rows)")
+        ax.set_ylabel("tokens (anthropic-tokenizer)")
+
+    ax = axes[0][1]
+    c = r.get("credits")
+    if c:
+        calls = list(range(1, c["calls"] + 1))
+        for key, label, color, style, width in (
+            ("naive", "naive wrapper", colors["naive"], "-o", 1.5),
+            ("keyapi", "keyapi-mcp", colors["keyapi"], "-s", 3.0),
+            ("minimum", "minimum possible", colors["ref"], "--", 1.5),
+        ):
+            total, series = 0, []
+            for row in c["per_call"]:
+                total += row[key]
+                series.append(total)
+            ax.plot(calls, series, style, label=label, color=color, markersize=4, linewidth=width)
+        ax.set_title(f"Credits spent over a scripted {c['calls']}-call session")
+        ax.set_xlabel("call")
+        ax.set_ylabel("cumulative credits")
+        ax.legend()
+
+    ax = axes[1][0]
+    lats = [(k, r.get("stdio", {}).get(k)) for k in ("latency", "latency_50ms")]
+    lats = [(k, v) for k, v in lats if v]
+    if lats:
+        series = [
+            ("direct httpx GET", "direct_httpx_get", colors["raw"]),
+            ("SDK echo (minimal)", "minimal_echo_sdk_floor", colors["ref"]),
+            ("naive wrapper", "naive_wrapper", colors["naive"]),
+            ("keyapi-mcp uncached", "keyapi_uncached", "#66bb6a"),
+            ("keyapi-mcp cached", "keyapi_cached", colors["keyapi"]),
+        ]
+        width = 0.16
+        for i, (label, key, color) in enumerate(series):
+            xs = [j + (i - 2) * width for j in range(len(lats))]
+            ax.bar(xs, [v[key]["p50_ms"] for _, v in lats], width, label=label, color=color)
+        ax.set_xticks(range(len(lats)), [f"upstream {v['upstream_latency_ms']} ms" for _, v in lats])
+        ax.set_ylabel("p50 ms per call (stdio)")
+        ax.set_title("Call latency p50 over stdio")
+        ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    ratios: list[tuple[str, float, float, bool]] = []  # label, value, bar, higher_is_better ("(..)" = reference)
+    cs = r.get("stdio", {}).get("cold_start")
+    if cs:
+        ratios.append(("cold start ×minimal", cs["keyapi_vs_minimal"], 1.10, False))
+    mem = r.get("stdio", {}).get("memory")
+    if mem:
+        ratios.append(("RSS idle ×minimal", mem["idle_vs_minimal"], 1.10, False))
+        ratios.append((f"RSS after {mem['calls']:,} calls ×minimal", mem["after_calls_vs_minimal"], 1.10, False))
+    cc = r.get("concurrency")
+    if cc:
+        ratios.append(("HTTP throughput ×direct", cc["keyapi_vs_direct"], 0.80, True))
+        ratios.append(("  (SDK floor ×direct)", cc["sdk_floor_vs_direct"], 0.80, True))
+    if ratios:
+        ys = list(range(len(ratios)))[::-1]
+        for y, (label, value, bar, higher) in zip(ys, ratios, strict=True):
+            good = value >= bar if higher else value <= bar
+            color = colors["ref"] if label.strip().startswith("(") else colors["keyapi"] if good else "#ef6c00"
+            ax.barh(y, value, color=color)
+            ax.plot([bar, bar], [y - 0.4, y + 0.4], color="black", linewidth=2)
+            ax.text(value, y, f" {value:.2f}×", va="center")
+        ax.set_yticks(ys, [x[0] for x in ratios])
+        ax.set_title("keyapi-mcp ratios vs baseline (black tick = bar; orange = missed; blue = reference)")
+        ax.set_xlim(0, max(1.6, max(v for _, v, _, _ in ratios) * 1.2))
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
