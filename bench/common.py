@@ -14,7 +14,7 @@ from typing import Any
 from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, synthetic_dataset
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCH_API_KEY = "sk_live_BENCH_not_a_real_key_000000"
+BENCH_API_KEY = "bench-fake-key-not-a-secret"
 PAGE_SIZE = 10
 Dataset = dict[str, list[dict[str, Any]]]
 

@@ -212,7 +212,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
             ax.plot([bar, bar], [y - 0.4, y + 0.4], color="black", linewidth=2)
             ax.text(value, y, f" {value:.2f}×", va="center")
         ax.set_yticks(ys, [x[0] for x in ratios])
-        ax.set_title("keyapi-mcp ratios vs baseline (black tick = bar; orange = missed; blue = reference)")
+        ax.set_title("Ratios (tick = bar; orange = missed; blue = reference)")
         ax.set_xlim(0, max(1.6, max(v for _, v, _, _ in ratios) * 1.2))
 
     fig.tight_layout()
