@@ -35,6 +35,7 @@ from keyapi_mcp.models import (
     VideoProductsResult,
     normalize_video_ids,
 )
+from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
 from keyapi_mcp.store import SQLiteStore, Store, iso, next_midnight
 
@@ -173,7 +174,9 @@ def _strict(tool: Tool) -> Tool:
         base.__name__, (base,), {"model_config": ConfigDict(extra="forbid"), "__module__": base.__module__}
     )
     tool.fn_metadata.arg_model = strict_model
-    tool.parameters = strict_model.model_json_schema(by_alias=True)
+    tool.parameters = compact_schema(strict_model.model_json_schema(by_alias=True))
+    if tool.fn_metadata.output_schema is not None:
+        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
     return tool
 
 
@@ -200,8 +203,10 @@ def build_server(
         # admitted calls never queue a second time in the pool.
         pool = max(32, settings.mcp_max_concurrent_calls)
         limits = {"max_connections": pool, "max_keepalive_connections": 16}
+        # Plain http:// is only accepted for loopback upstreams (config.py): no TLS, so no trust store to load.
+        verify = not settings.base_url.startswith("http://")
         async with LazyAsyncClient(
-            transport=http_transport, limits=limits, follow_redirects=False, trust_env=False
+            transport=http_transport, limits=limits, follow_redirects=False, trust_env=False, verify=verify
         ) as http:
             api_key = (
                 DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key is not None else "")

@@ -344,7 +344,10 @@ class ProductsService:
                         raise
                     return _Walk(ids, rows, False, page, fetched_at, stop_reason=exc.render())
                 page_rows = result.rows
-                if self.cache_ttl > 0:
+                # A short first page completes the walk, and `_absorb` caches it per video right away:
+                # a page entry would be a second copy. Any other page is cached before anything else.
+                single_short_page = page == 1 and len(page_rows) < PAGE_SIZE
+                if self.cache_ttl > 0 and not single_short_page:
                     await self.store.put_page(key, page, page_rows, self.store.now())
             rows.extend(page_rows)
             await on_page(page, len(page_rows), cached is not None)
