@@ -250,11 +250,16 @@ class SQLiteStore:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _run(self, fn: Callable[[sqlite3.Connection], Any], *, write: bool = False) -> Any:
-        """Run `fn` in one transaction (IMMEDIATE for writes); map SQLite failures to a refusal."""
+    def _run(self, fn: Callable[[sqlite3.Connection], Any], *, txn: bool = False) -> Any:
+        """Run `fn`; map SQLite failures to a refusal.
+
+        The connection is in autocommit mode, so one statement is one atomic transaction (a write
+        statement takes the database write lock before it reads anything). `txn=True` wraps several
+        statements in `BEGIN IMMEDIATE` … `COMMIT` so they commit together.
+        """
         with self._lock:
             try:
-                if write:
+                if txn:
                     self._conn.execute("BEGIN IMMEDIATE")
                     try:
                         result = fn(self._conn)
@@ -277,21 +282,24 @@ class SQLiteStore:
         now = self._clock()
         day = utc_day(now)
 
-        def txn(conn: sqlite3.Connection) -> Reservation | int:
-            if daily_limit > 0:
-                spent = conn.execute(
-                    "SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)", (day, *COUNTED)
-                ).fetchone()[0]
-                if spent >= daily_limit:
-                    return int(spent)
+        def reserve_one(conn: sqlite3.Connection) -> Reservation | int:
+            # One conditional INSERT: the count and the insert run under the write lock of a single
+            # statement, so concurrent callers in any process can never both take the last credit.
             cur = conn.execute(
                 "INSERT INTO ledger(at, day, ids_count, page, outcome, charged, pid) "
-                "VALUES (?, ?, ?, ?, 'in_flight', 'reserved', ?)",
-                (now, day, ids_count, page, os.getpid()),
+                "SELECT ?, ?, ?, ?, 'in_flight', 'reserved', ? "
+                "WHERE ? <= 0 OR (SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)) < ?",
+                (now, day, ids_count, page, os.getpid(), daily_limit, day, *COUNTED, daily_limit),
             )
-            return Reservation(id=int(cur.lastrowid or 0), day=day)
+            if cur.rowcount == 1:
+                return Reservation(id=int(cur.lastrowid or 0), day=day)
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)", (day, *COUNTED)
+                ).fetchone()[0]
+            )
 
-        result = self._run(txn, write=True)
+        result = self._run(reserve_one)
         if isinstance(result, int):
             raise budget_refusal(result, daily_limit, now)
         return result
@@ -302,7 +310,6 @@ class SQLiteStore:
                 "UPDATE ledger SET http_status = ?, outcome = ?, charged = ?, request_id = ? WHERE id = ?",
                 (attempt.http_status, attempt.outcome, attempt.charged, attempt.request_id, reservation.id),
             ),
-            write=True,
         )
 
     async def usage_today(self) -> DayUsage:
@@ -339,7 +346,6 @@ class SQLiteStore:
                 "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits",
                 (day, credits),
             ),
-            write=True,
         )
 
     # -- cache ----------------------------------------------------------------------------------
@@ -370,7 +376,7 @@ class SQLiteStore:
                 "SET rows = excluded.rows, fetched_at = excluded.fetched_at WHERE excluded.fetched_at >= fetched_at",
                 payload,
             ),
-            write=True,
+            txn=len(payload) > 1,  # several videos of one walk become visible together
         )
 
     async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None:
@@ -393,7 +399,6 @@ class SQLiteStore:
                 "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at",
                 (key, page, data, fetched_at),
             ),
-            write=True,
         )
 
     async def cached_video_count(self, max_age: float) -> int:
@@ -417,7 +422,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM ledger WHERE day < ?", (old_day,))
             conn.execute("DELETE FROM savings WHERE day < ?", (old_day,))
 
-        self._run(txn, write=True)
+        self._run(txn, txn=True)
 
     # -- single-flight -------------------------------------------------------------------------
 
