@@ -148,7 +148,7 @@ def _lenient_str(value: Any) -> str | None:
     return None
 
 
-def _lenient_id(value: Any) -> str | None:
+def lenient_id(value: Any) -> str | None:
     text = _lenient_str(value)
     if text is None:
         return None
@@ -159,7 +159,7 @@ def _lenient_id(value: Any) -> str | None:
 LenientInt = Annotated[int | None, BeforeValidator(_lenient_int)]
 LenientFloat = Annotated[float | None, BeforeValidator(_lenient_float)]
 LenientStr = Annotated[str | None, BeforeValidator(_lenient_str)]
-LenientId = Annotated[str | None, BeforeValidator(_lenient_id)]
+LenientId = Annotated[str | None, BeforeValidator(lenient_id)]
 
 
 class UpstreamRow(BaseModel):

@@ -5,9 +5,11 @@ This is the domain core of `get_video_products`, with no MCP in it. Rules it kee
   reordering costs 0; an overlap pays only for the new ids).
 - Pending ids go to the upstream in one query, sorted (canonical), `page_size=10`, pages followed
   until a short page. A short page proves every id in the query complete (possibly empty).
-- Every page fetched is cached under (query, page) before anything else happens, so a credit spent
-  always yields data returned or cached, and a continuation (`page_num > 1`) never pays twice.
-- Concurrent calls in this process that need the same id share one upstream walk.
+- Every page fetched is cached before anything else happens — under (query, page), or per video when a
+  short first page completes the query at once — so a credit spent always yields data returned or
+  cached, and a continuation (`page_num > 1`) never pays twice.
+- Concurrent calls that need the same id share one upstream walk (in this process; across replicas
+  through the store's claim/release locks, Redis only).
 - Budget: each request reserves a credit first (per-call cap here, daily limit in the store).
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from keyapi_mcp.client import PAGE_SIZE, Attempt, KeyAPIClient
 from keyapi_mcp.errors import BudgetExceeded, KeyAPIError
-from keyapi_mcp.models import _lenient_id
+from keyapi_mcp.models import lenient_id
 from keyapi_mcp.store import CachedVideo, Reservation, Store, canonical_ids, query_key
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ class CallBudget:
 
 
 def _row_video_id(row: Any) -> str | None:
-    return _lenient_id(row.get("video_id")) if isinstance(row, dict) else None
+    return lenient_id(row.get("video_id")) if isinstance(row, dict) else None
 
 
 def group_rows(ids: Sequence[str], rows: Sequence[Any]) -> tuple[dict[str, list[dict[str, Any]]], int]:

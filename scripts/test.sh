@@ -15,8 +15,9 @@ if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v
 fi
 .venv/bin/ruff check keyapi_mcp tests bench
 .venv/bin/ruff format --check keyapi_mcp tests bench
-.venv/bin/python -m pytest "$@"
 # MCP conformance suite against --transport http (needs npm; SKIP_CONFORMANCE=1 skips it offline).
 if [ "${SKIP_CONFORMANCE:-0}" != "1" ]; then
   bash scripts/conformance.sh
 fi
+# Last, so its summary line closes the run.
+.venv/bin/python -m pytest "$@"

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import TEST_API_KEY, TEST_AUTH_TOKEN
 from mcp import Client
 from redis_proc import RedisProcess, redis_server_binary
 
+from keyapi_mcp import client as client_module
 from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, demo_dataset
 
-TEST_API_KEY = "sk_live_TESTKEY_must_never_leak_0123456789"
-TEST_AUTH_TOKEN = "mcp_TESTTOKEN_must_never_leak_9876543210"
 SECRETS = (TEST_API_KEY, TEST_AUTH_TOKEN)
 
 
@@ -42,6 +42,12 @@ def fake_upstream() -> Iterator[FakeUpstreamServer]:
     """A real HTTP fake of the KeyAPI endpoint on 127.0.0.1 serving the demo data set."""
     with FakeUpstreamServer(FakeUpstream(demo_dataset(), api_key=TEST_API_KEY)) as server:
         yield server
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries of 5xx/error envelopes happen at once instead of after a jittered backoff."""
+    monkeypatch.setattr(client_module, "backoff_seconds", lambda attempt, rng=None: 0.0)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from conftest import TEST_API_KEY
+from helpers import TEST_API_KEY
 
 from keyapi_mcp import __version__
 from keyapi_mcp import client as client_module

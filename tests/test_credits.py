@@ -13,8 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,33 +22,30 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import TEST_API_KEY
+from helpers import (
+    RESET_AT,
+    T0,
+    TEST_API_KEY,
+    TOOL,
+    Clock,
+    assert_tool_error,
+    connect,
+    make_settings,
+    parsed,
+    text_of,
+)
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult
 
-from keyapi_mcp import client as client_module
 from keyapi_mcp.client import PAGE_SIZE
-from keyapi_mcp.config import Settings
 from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, mock_transport, synthetic_dataset
 from keyapi_mcp.models import CreditUsage, VideoProductsResult
 from keyapi_mcp.store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
-TOOL = "get_video_products"
-OFFLINE_URL = "http://127.0.0.1:9"  # never contacted: tests using it inject a transport
-T0 = datetime(2026, 3, 1, 15, 0, tzinfo=UTC).timestamp()
-RESET_AT = "2026-03-02T00:00:00Z"
 KEYAPI_MCP = str(Path(sys.executable).parent / "keyapi-mcp")
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def iso(ts: float) -> str:
@@ -62,37 +58,6 @@ def videos_with(*counts: int, first_id: int = 7_500_000_000_000_000_000) -> dict
     for i, count in enumerate(counts):
         data |= synthetic_dataset(1, seed=i, min_products=count, max_products=count, first_id=first_id + i * 1000)
     return data
-
-
-def make_settings(base_url: str = OFFLINE_URL, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"api_key": TEST_API_KEY, "base_url": base_url, "max_rps": 1000.0}
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
-
-
-@asynccontextmanager
-async def connect(settings: Settings, **kwargs: Any) -> AsyncIterator[Client]:
-    from keyapi_mcp.server import build_server
-
-    async with Client(build_server(settings, **kwargs)) as client:
-        yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    assert result.content and result.content[0].type == "text"
-    return result.content[0].text
-
-
-def parsed(result: CallToolResult) -> VideoProductsResult:
-    assert not result.is_error, text_of(result)
-    return VideoProductsResult.model_validate(result.structured_content)
-
-
-def assert_budget_exceeded(result: CallToolResult) -> str:
-    text = text_of(result)
-    assert result.is_error, text
-    assert text.startswith("[budget_exceeded]"), text
-    return text
 
 
 async def fetch(client: Client, ids: Sequence[str], **args: Any) -> VideoProductsResult:
@@ -140,11 +105,6 @@ class HoldingUpstream(FakeUpstream):
 
 
 @pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "backoff_seconds", lambda attempt, rng=None: 0.0)
-
-
-@pytest.fixture
 def serve() -> Iterator[Any]:
     """Start fake upstream servers on 127.0.0.1 for the test; all are stopped at its end."""
     servers: list[FakeUpstreamServer] = []
@@ -186,7 +146,7 @@ async def test_twenty_parallel_calls_under_a_daily_limit_of_three_charge_three_r
     answered = [vid for vid, r in results.items() if not r.is_error]
     assert len(answered) == 3
     assert {frozenset([vid]) for vid in answered} == {ids for ids, _ in sent(upstream.fake)}
-    refusals = [assert_budget_exceeded(r) for r in results.values() if r.is_error]
+    refusals = [assert_tool_error(r, "budget_exceeded") for r in results.values() if r.is_error]
     assert len(refusals) == 17
     for text in refusals:
         assert "3 of 3" in text and RESET_AT in text and "KEYAPI_DAILY_CREDIT_LIMIT" in text
@@ -222,7 +182,7 @@ async def test_two_server_processes_on_one_state_dir_never_exceed_their_shared_d
 
     assert upstream.fake.charged == 4
     assert sum(not r.is_error for r in results) == 4
-    assert all(assert_budget_exceeded(r) for r in results if r.is_error)
+    assert all(assert_tool_error(r, "budget_exceeded") for r in results if r.is_error)
     assert [u.spent_today for u in seen_by] == [4, 4]
 
 
@@ -282,7 +242,7 @@ async def test_a_process_killed_while_the_upstream_holds_its_request_leaves_the_
 
     assert (report.spent_today, report.uncertain_today, report.remaining_today) == (1, 1, 0)
     assert report.recent[0].charged == "uncertain"
-    assert_budget_exceeded(refused)
+    assert_tool_error(refused, "budget_exceeded")
     assert len(fake.requests) == 1
 
 
@@ -301,11 +261,11 @@ async def test_a_read_timeout_counts_against_the_limit_and_shows_in_uncertain_to
         report = await usage(client)
         after = await client.call_tool(TOOL, {"video_ids": list(data)})
 
-    assert timed_out.is_error and text_of(timed_out).startswith("[timeout]")
+    assert_tool_error(timed_out, "timeout")
     assert (report.spent_today, report.uncertain_today, report.remaining_today) == (1, 1, 0)
     [entry] = report.recent
     assert (entry.outcome, entry.charged, entry.status) == ("read_timeout", "uncertain", None)
-    assert_budget_exceeded(after)
+    assert_tool_error(after, "budget_exceeded")
 
 
 @pytest.mark.parametrize(
@@ -331,7 +291,7 @@ async def test_documented_error_answers_are_not_counted_as_spent(
         report = await usage(client)
         answered = await fetch(client, list(data))  # the only credit of the day is still there
 
-    assert failed.is_error and text_of(failed).startswith(f"[{code}]"), text_of(failed)
+    assert_tool_error(failed, code)
     assert (report.spent_today, report.uncertain_today) == (0, 0)
     assert len(report.recent) == len(script)
     assert {e.charged for e in report.recent} == {"no"}

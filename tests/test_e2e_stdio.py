@@ -17,15 +17,13 @@ from typing import IO, Any
 
 import anyio
 import pytest
-from conftest import TEST_API_KEY
+from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, parsed, text_of
 from mcp import Client, StdioServerParameters
 
 from keyapi_mcp import __version__
 from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, FakeUpstreamServer, demo_dataset
-from keyapi_mcp.models import CreditUsage, VideoProductsResult
+from keyapi_mcp.models import CreditUsage
 
-TWELVE_ROWS = "9000000000000000002"
-THREE_ROWS = "9000000000000000001"
 PROCESS_TIMEOUT = 20.0
 
 
@@ -78,12 +76,11 @@ async def test_the_installed_command_serves_both_tools_over_stdio_against_the_up
     params = StdioServerParameters(command=command, args=[], env=env, cwd=tmp_path)
     async with Client(params, read_timeout_seconds=PROCESS_TIMEOUT) as client:
         tools = await client.list_tools()
-        result = await client.call_tool("get_video_products", {"video_ids": [DOCUMENTED_VIDEO_ID, TWELVE_ROWS]})
+        result = await client.call_tool(TOOL, {"video_ids": [DOCUMENTED_VIDEO_ID, TWELVE_ROWS]})
         usage = await client.call_tool("get_credit_usage", {})
 
     assert {t.name for t in tools.tools} == {"get_video_products", "get_credit_usage"}
-    assert not result.is_error, result.content
-    out = VideoProductsResult.model_validate(result.structured_content)
+    out = parsed(result)
     assert out.demo is False and out.complete
     assert {v.video_id for v in out.videos} == {DOCUMENTED_VIDEO_ID, TWELVE_ROWS}
     data = demo_dataset()
@@ -111,12 +108,11 @@ async def test_demo_mode_over_stdio_needs_no_key_and_makes_no_request(
     env = {**base_env, "KEYAPI_BASE_URL": fake_upstream.url}
     params = StdioServerParameters(command=command, args=["--demo"], env=env, cwd=tmp_path)
     async with Client(params, read_timeout_seconds=PROCESS_TIMEOUT) as client:
-        result = await client.call_tool("get_video_products", {"video_ids": [DOCUMENTED_VIDEO_ID]})
+        result = await client.call_tool(TOOL, {"video_ids": [DOCUMENTED_VIDEO_ID]})
 
-    assert not result.is_error, result.content
-    out = VideoProductsResult.model_validate(result.structured_content)
+    out = parsed(result)
     assert out.demo is True
-    assert result.content[0].type == "text" and "demo" in result.content[0].text.splitlines()[0].lower()
+    assert "demo" in text_of(result).splitlines()[0].lower()
     [video] = out.videos
     [product] = video.products
     assert product.product_id == DOCUMENTED_ROW["product_id"]
@@ -198,6 +194,12 @@ class RawSession:
             if message.get("id") == request_id and ("result" in message or "error" in message):
                 return message
 
+    def call_tool(self, request_id: int, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Send a `tools/call` of get_video_products and return its response."""
+        params = {"name": TOOL, "arguments": arguments}
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+        return self.response(request_id)
+
     def close(self) -> int:
         self.stdin.close()
         code = self.proc.wait(timeout=PROCESS_TIMEOUT)
@@ -250,24 +252,8 @@ def test_stdout_carries_only_json_rpc_while_debug_logs_go_to_stderr_without_the_
             session.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
             listed = session.response(2)
             # The fake's scripted 401 answers the first upstream request: this call.
-            session.send(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 3,
-                    "method": "tools/call",
-                    "params": {"name": "get_video_products", "arguments": {"video_ids": [THREE_ROWS]}},
-                }
-            )
-            refused = session.response(3)
-            session.send(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 4,
-                    "method": "tools/call",
-                    "params": {"name": "get_video_products", "arguments": {"video_ids": [DOCUMENTED_VIDEO_ID]}},
-                }
-            )
-            answered = session.response(4)
+            refused = session.call_tool(3, {"video_ids": [THREE_ROWS]})
+            answered = session.call_tool(4, {"video_ids": [DOCUMENTED_VIDEO_ID]})
             exit_code = session.close()
         finally:
             if proc.poll() is None:

@@ -16,21 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import TEST_API_KEY
+from helpers import TEST_API_KEY, TOOL, assert_tool_error, connect, make_settings, parsed, text_of
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp_types import CallToolResult
 
-from keyapi_mcp import client as client_module
-from keyapi_mcp.config import Settings
-from keyapi_mcp.models import MAX_TEXT_CHARS, UpstreamRow, VideoProductsResult
-from keyapi_mcp.server import build_server
+from keyapi_mcp.models import MAX_TEXT_CHARS, UpstreamRow
 from keyapi_mcp.store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
-TOOL = "get_video_products"
 VID = "7000000000000000001"
 ROW_FIELDS = sorted(UpstreamRow.model_fields)
 INJECTION = (
@@ -68,21 +63,15 @@ class Upstream:
 
 
 @pytest.fixture
-async def session(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Client, Upstream, SQLiteStore]]:
-    monkeypatch.setattr(client_module, "backoff_seconds", lambda attempt, rng=None: 0.0)
+async def session(no_backoff: None) -> AsyncIterator[tuple[Client, Upstream, SQLiteStore]]:
     upstream = Upstream()
     store = SQLiteStore(":memory:")
-    config = Settings(_env_file=None, api_key=TEST_API_KEY, max_rps=10_000.0, daily_credit_limit=0)
-    server = build_server(config, transport=httpx.MockTransport(upstream.handle), store=store)
+    config = make_settings(max_rps=10_000.0, daily_credit_limit=0)
     try:
-        async with Client(server) as client:
+        async with connect(config, transport=httpx.MockTransport(upstream.handle), store=store) as client:
             yield client, upstream, store
     finally:
         await store.close()
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
 def nested(depth: int) -> str:
@@ -180,9 +169,9 @@ async def test_any_upstream_body_gives_a_clean_result_or_upstream_error_and_the_
         assert "unexpected internal error" not in text, "a hostile body must be handled, not crash the call"
     else:
         event("result")
-        parsed = VideoProductsResult.model_validate(result.structured_content)
-        assert {v.video_id for v in parsed.videos} <= {VID}
-        for video in parsed.videos:
+        answer = parsed(result)
+        assert {v.video_id for v in answer.videos} <= {VID}
+        for video in answer.videos:
             assert video.description is None or len(video.description) <= MAX_TEXT_CHARS
     assert_clean_text(text)
     assert len(text) < 60_000, "untrusted fields are capped"
@@ -202,9 +191,8 @@ async def test_an_html_error_page_with_any_status_is_an_upstream_error(
 
     result = await client.call_tool(TOOL, {"video_ids": [VID]})
 
-    assert result.is_error
-    assert text_of(result).startswith("[upstream_error] ")
-    assert "SYSTEM" not in text_of(result), "an HTML page is not quoted to the model"
+    text = assert_tool_error(result, "upstream_error")
+    assert "SYSTEM" not in text, "an HTML page is not quoted to the model"
     assert {entry.charged for entry in await store.recent(5)} == {"no"}, "an error status is never counted as spent"
 
 
@@ -228,9 +216,8 @@ async def test_prompt_injection_and_control_characters_are_stripped_capped_and_d
 
     result = await client.call_tool(TOOL, {"video_ids": [VID], "response_format": "detailed"})
 
-    assert not result.is_error, text_of(result)
+    [video] = parsed(result).videos
     text = text_of(result)
-    [video] = VideoProductsResult.model_validate(result.structured_content).videos
     assert_clean_text(text)
     assert video.description is not None and len(video.description) <= MAX_TEXT_CHARS
     assert all("\u202e" not in tag and "\x07" not in tag for tag in video.hashtags or [])

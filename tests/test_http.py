@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,19 @@ import httpx
 import httpx2
 import psutil
 import pytest
-from conftest import TEST_API_KEY, TEST_AUTH_TOKEN
+from helpers import (
+    TEST_API_KEY,
+    TEST_AUTH_TOKEN,
+    THREE_ROWS,
+    TOOL,
+    TWELVE_ROWS,
+    ZERO_VIEWS,
+    assert_tool_error,
+    free_port,
+    make_settings,
+    parsed,
+    text_of,
+)
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
@@ -35,16 +46,14 @@ from starlette.websockets import WebSocketDisconnect
 from keyapi_mcp import __main__ as cli
 from keyapi_mcp import __version__
 from keyapi_mcp.config import Settings
-from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, demo_dataset, mock_transport
+from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID, FakeUpstream, FakeUpstreamServer, demo_dataset, mock_transport
 from keyapi_mcp.http import HttpConfigError, build_http_app, check_http_config, transport_security, uvicorn_server
 from keyapi_mcp.limits import CallSlots
 from keyapi_mcp.models import VideoProductsResult
-from keyapi_mcp.server import build_server
+from keyapi_mcp.server import KeyAPIMCPServer, build_server
 from keyapi_mcp.store import SQLiteStore
 
-TOOL = "get_video_products"
-TWELVE_ROWS = "9000000000000000002"  # demo data: two upstream pages
-DEMO_IDS = ["7521783049722285367", "9000000000000000001", TWELVE_ROWS, "9000000000000000003"]
+DEMO_IDS = [DOCUMENTED_VIDEO_ID, THREE_ROWS, TWELVE_ROWS, ZERO_VIEWS]
 MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 INITIALIZE = {
     "jsonrpc": "2.0",
@@ -105,10 +114,6 @@ async def connect(base: str, token: str | None = TEST_AUTH_TOKEN, **client_optio
         yield client
 
 
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
 # ---------------------------------------------------------------------------------------------
 # MCP over HTTP
 
@@ -128,13 +133,12 @@ async def test_an_authenticated_mcp_client_lists_and_calls_the_tools_with_progre
             usage = await client.call_tool("get_credit_usage", {})
 
     assert {tool.name for tool in tools.tools} == {"get_video_products", "get_credit_usage"}
-    assert not result.is_error, text_of(result)
-    parsed = VideoProductsResult.model_validate(result.structured_content)
-    assert [v.video_id for v in parsed.videos] == [TWELVE_ROWS]
-    assert len(parsed.videos[0].products) == 12
+    answer = parsed(result)
+    assert [v.video_id for v in answer.videos] == [TWELVE_ROWS]
+    assert len(answer.videos[0].products) == 12
     assert [done for done, _ in progress] == [1, 2], "one progress notification per upstream page, over SSE"
     assert not usage.is_error
-    assert usage.structured_content is not None and usage.structured_content["spent_today"] == parsed.credits.spent
+    assert usage.structured_content is not None and usage.structured_content["spent_today"] == answer.credits.spent
 
 
 def test_stateless_http_keeps_no_session_so_any_request_can_go_to_any_replica():
@@ -306,21 +310,31 @@ def test_a_request_body_over_the_limit_gets_413_before_it_is_parsed():
     assert small.status_code == 200
 
 
+class HeldUpstream:
+    """The demo upstream in memory, holding each request until `release` is set; `entered` marks the first."""
+
+    def __init__(self) -> None:
+        self.fake = FakeUpstream(demo_dataset(), api_key=TEST_API_KEY)
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+        self._answer = mock_transport(self.fake)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.entered.set()
+        await self.release.wait()
+        return await self._answer.handle_async_request(request)
+
+    def one_slot_server(self) -> KeyAPIMCPServer:
+        """A server allowed one tool call at a time, on this upstream."""
+        settings = make_settings(mcp_max_concurrent_calls=1)
+        return build_server(settings, transport=httpx.MockTransport(self.handle))
+
+
 @pytest.mark.anyio
 async def test_tool_calls_beyond_the_concurrency_cap_wait_then_fail_with_rate_limited():
-    release = anyio.Event()
-    entered = anyio.Event()
-    fake = FakeUpstream(demo_dataset(), api_key=TEST_API_KEY)
-    plain = mock_transport(fake)
-
-    async def slow_upstream(request: httpx.Request) -> httpx.Response:
-        entered.set()
-        await release.wait()
-        return await plain.handle_async_request(request)
-
-    settings = Settings(_env_file=None, api_key=TEST_API_KEY, max_rps=1000.0, mcp_max_concurrent_calls=1)
-    server = build_server(settings, transport=httpx.MockTransport(slow_upstream))
-    server.call_slots = CallSlots(settings.mcp_max_concurrent_calls, wait_seconds=0.2)
+    upstream = HeldUpstream()
+    server = upstream.one_slot_server()
+    server.call_slots = CallSlots(1, wait_seconds=0.2)
     results: dict[str, CallToolResult] = {}
 
     async with Client(server) as client:
@@ -330,33 +344,22 @@ async def test_tool_calls_beyond_the_concurrency_cap_wait_then_fail_with_rate_li
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call, "first", [DEMO_IDS[0]])
-            await entered.wait()  # the first call now holds the only slot, inside the upstream request
+            await upstream.entered.wait()  # the first call now holds the only slot, inside the upstream request
             await call("second", [DEMO_IDS[1]])  # waits its bounded time, then gives up
-            release.set()
+            upstream.release.set()
         await call("third", [DEMO_IDS[1]])  # the slot is free again
 
     assert not results["first"].is_error
-    assert results["second"].is_error
-    assert text_of(results["second"]).startswith("[rate_limited]")
-    assert "KEYAPI_MCP_MAX_CONCURRENT_CALLS" in text_of(results["second"])
+    assert "KEYAPI_MCP_MAX_CONCURRENT_CALLS" in assert_tool_error(results["second"], "rate_limited")
     assert not results["third"].is_error
-    assert len(fake.requests) == 2, "the refused call made no upstream request"
+    assert len(upstream.fake.requests) == 2, "the refused call made no upstream request"
     assert server.call_slots.in_use == 0
 
 
 @pytest.mark.anyio
 async def test_a_call_that_waits_for_a_slot_runs_once_one_frees_up():
-    release = anyio.Event()
-    entered = anyio.Event()
-    plain = mock_transport(FakeUpstream(demo_dataset(), api_key=TEST_API_KEY))
-
-    async def slow_upstream(request: httpx.Request) -> httpx.Response:
-        entered.set()
-        await release.wait()
-        return await plain.handle_async_request(request)
-
-    settings = Settings(_env_file=None, api_key=TEST_API_KEY, max_rps=1000.0, mcp_max_concurrent_calls=1)
-    server = build_server(settings, transport=httpx.MockTransport(slow_upstream))
+    upstream = HeldUpstream()
+    server = upstream.one_slot_server()
     assert server.call_slots is not None and server.call_slots.total == 1
     results: list[CallToolResult] = []
 
@@ -367,13 +370,13 @@ async def test_a_call_that_waits_for_a_slot_runs_once_one_frees_up():
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call, [DEMO_IDS[0]])
-            await entered.wait()
+            await upstream.entered.wait()
             tg.start_soon(call, [DEMO_IDS[1]])
             limiter = server.call_slots._limiter
             while limiter is None or limiter.statistics().tasks_waiting == 0:  # the second call is queued
                 await anyio.sleep(0.01)
                 limiter = server.call_slots._limiter
-            release.set()
+            upstream.release.set()
 
     assert len(results) == 2
     assert not any(r.is_error for r in results), [text_of(r) for r in results]
@@ -423,12 +426,6 @@ def test_the_bind_rules_need_a_token_only_off_loopback():
 
 # ---------------------------------------------------------------------------------------------
 # Whole processes: SIGTERM and load
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -538,8 +535,7 @@ async def test_fifty_concurrent_http_clients_making_cached_calls_all_succeed_and
         server = psutil.Process(proc.pid)
         async with connect(base) as client:
             warm = await client.call_tool(TOOL, {"video_ids": DEMO_IDS})
-        assert not warm.is_error, text_of(warm)
-        warm_spent = VideoProductsResult.model_validate(warm.structured_content).credits.spent
+        warm_spent = parsed(warm).credits.spent
 
         failures: list[str] = []
         calls = 0
@@ -558,12 +554,12 @@ async def test_fifty_concurrent_http_clients_making_cached_calls_all_succeed_and
                     result = sse_result(await http.post(f"{base}/mcp", json=body))
                     done += 1
                     calls += 1
-                    parsed = (
+                    answer = (
                         None
                         if result.get("isError")
                         else VideoProductsResult.model_validate(result["structuredContent"])
                     )
-                    if parsed is None or parsed.credits.spent or {v.source for v in parsed.videos} != {"cache"}:
+                    if answer is None or answer.credits.spent or {v.source for v in answer.videos} != {"cache"}:
                         failures.append(json.dumps(result)[:200])
 
         async with anyio.create_task_group() as tg:  # warm-up round: connections, caches, allocator arenas

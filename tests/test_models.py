@@ -7,6 +7,7 @@ import math
 import pytest
 
 from keyapi_mcp.errors import InvalidInput
+from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID
 from keyapi_mcp.models import (
     MAX_HASHTAGS,
     MAX_TEXT_CHARS,
@@ -18,34 +19,9 @@ from keyapi_mcp.models import (
     split_hashtags,
 )
 
-DOC_ID = "7521783049722285367"
+DOC_ID = DOCUMENTED_VIDEO_ID
 OTHER_ID = "7300000000000000001"
 THIRD_ID = "7300000000000000002"
-
-# The example row of the upstream doc, verbatim in its mixed types (numbers as strings and as numbers).
-DOC_ROW: dict[str, object] = {
-    "create_time": "1751301603",
-    "data_size": "6728409",
-    "duration": 164,
-    "hash_tag": "#SmallBusiness #startup #proteinsnacks ",
-    "height": "1024",
-    "play_addr": "https://v19.tiktokcdn-us.com/video/?a=1233",
-    "product_id": "1729422228922143703",
-    "ratio": "540p",
-    "reflow_cover": "https://echosell-images.tos-ap-southeast-1.volces.com/video-cover/836/7521783049722285367.jpeg",
-    "region": "US",
-    "total_comments_cnt": 3926,
-    "total_digg_cnt": 920727,
-    "total_favorites_cnt": 51447,
-    "total_shares_cnt": 6213,
-    "total_video_sale_cnt": 4479,
-    "total_video_sale_gmv_amt": 133621.6,
-    "total_views_cnt": 33635675,
-    "user_id": "7190508362273735722",
-    "video_desc": "he made our entire week FR 🥹 #SmallBusiness #startup #proteinsnacks ",
-    "video_id": DOC_ID,
-    "width": "576",
-}
 
 
 def _distinct_ids(n: int) -> list[str]:
@@ -198,7 +174,7 @@ def test_a_very_long_bad_item_is_shortened_and_its_control_characters_are_masked
 
 
 def test_the_documented_example_row_parses_with_numbers_sent_as_strings_converted() -> None:
-    row = UpstreamRow.model_validate(DOC_ROW)
+    row = UpstreamRow.model_validate(DOCUMENTED_ROW)
     assert row.video_id == DOC_ID
     assert row.product_id == "1729422228922143703"
     assert row.user_id == "7190508362273735722"
@@ -320,7 +296,7 @@ def test_text_fields_accept_numbers_and_null_wrong_types() -> None:
 
 
 def test_unknown_upstream_fields_are_ignored() -> None:
-    row = UpstreamRow.model_validate({**DOC_ROW, "brand_new_field": {"nested": [1, 2]}})
+    row = UpstreamRow.model_validate({**DOCUMENTED_ROW, "brand_new_field": {"nested": [1, 2]}})
     assert row.video_id == DOC_ID
     assert not hasattr(row, "brand_new_field")
 
@@ -330,23 +306,23 @@ def test_unknown_upstream_fields_are_ignored() -> None:
 
 
 def test_parse_rows_keeps_good_rows_in_order_without_warnings() -> None:
-    second = {**DOC_ROW, "product_id": "2"}
-    rows, warnings = parse_rows([DOC_ROW, second])
+    second = {**DOCUMENTED_ROW, "product_id": "2"}
+    rows, warnings = parse_rows([DOCUMENTED_ROW, second])
     assert [r.product_id for r in rows] == ["1729422228922143703", "2"]
     assert warnings == []
 
 
 def test_parse_rows_skips_rows_without_video_or_product_id_and_counts_them_in_one_warning() -> None:
     raw = [
-        DOC_ROW,
-        {**DOC_ROW, "video_id": None},
-        {k: v for k, v in DOC_ROW.items() if k != "product_id"},
-        {**DOC_ROW, "product_id": ""},
-        {**DOC_ROW, "video_id": ["not", "an", "id"]},
+        DOCUMENTED_ROW,
+        {**DOCUMENTED_ROW, "video_id": None},
+        {k: v for k, v in DOCUMENTED_ROW.items() if k != "product_id"},
+        {**DOCUMENTED_ROW, "product_id": ""},
+        {**DOCUMENTED_ROW, "video_id": ["not", "an", "id"]},
         "not a row",
         None,
         42,
-        {**DOC_ROW, "product_id": "2"},
+        {**DOCUMENTED_ROW, "product_id": "2"},
     ]
     rows, warnings = parse_rows(raw)
     assert [r.product_id for r in rows] == ["1729422228922143703", "2"]

@@ -14,20 +14,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import TEST_API_KEY
+from helpers import TEST_API_KEY, TOOL, connect, make_settings, parsed, text_of
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult
 
-from keyapi_mcp.config import Settings
 from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
-from keyapi_mcp.models import CreditUsage, VideoProductsResult
-from keyapi_mcp.server import build_server
+from keyapi_mcp.models import CreditUsage
 
 pytestmark = pytest.mark.anyio
 
-TOOL = "get_video_products"
 CODES = {
     "invalid_input",
     "missing_api_key",
@@ -112,13 +109,9 @@ unknown_args = st.dictionaries(st.text(max_size=12), json_values, max_size=2)
 @pytest.fixture
 async def session() -> AsyncIterator[tuple[Client, FakeUpstream]]:
     fake = FakeUpstream(demo_dataset(), api_key=TEST_API_KEY)
-    config = Settings(_env_file=None, api_key=TEST_API_KEY, max_rps=10_000.0, daily_credit_limit=0)
-    async with Client(build_server(config, transport=mock_transport(fake))) as client:
+    config = make_settings(max_rps=10_000.0, daily_credit_limit=0)
+    async with connect(config, transport=mock_transport(fake)) as client:
         yield client, fake
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
 def check_error(result: CallToolResult) -> str:
@@ -169,10 +162,10 @@ async def test_any_arguments_to_get_video_products_give_a_result_or_a_coded_erro
             assert new_requests == [], "an invalid argument never reaches the upstream"
         return
     event("result")
-    parsed = VideoProductsResult.model_validate(result.structured_content)
+    answer = parsed(result)
     given_text = json.dumps(args["video_ids"], ensure_ascii=False)
-    assert all(v.video_id in given_text for v in parsed.videos)
-    assert parsed.credits.spent == len(new_requests)
+    assert all(v.video_id in given_text for v in answer.videos)
+    assert answer.credits.spent == len(new_requests)
     assert all(ch == "\n" or ch.isprintable() for ch in text_of(result))
 
 

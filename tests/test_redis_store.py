@@ -14,45 +14,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_API_KEY
-from mcp import Client
-from mcp_types import CallToolResult
-from redis_proc import RedisProcess, free_port, redis_server_binary
+from helpers import THREE_ROWS, TOOL, TWELVE_ROWS, assert_tool_error, connect, free_port, make_settings, parsed
+from redis_proc import RedisProcess, redis_server_binary
 
 from keyapi_mcp.client import Attempt
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import StateStoreError
 from keyapi_mcp.fake_upstream import FakeUpstreamServer
 from keyapi_mcp.redis_store import RedisStore, redact_url
-from keyapi_mcp.server import build_server, open_store
+from keyapi_mcp.server import open_store
 
 pytestmark = pytest.mark.anyio
 
-TWELVE_ROWS = "9000000000000000002"  # two upstream pages in the demo data
-THREE_ROWS = "9000000000000000001"
 PASSWORD = "hunter2-Redis-Secret"
 
 
-def settings_for(fake: FakeUpstreamServer, state_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "api_key": TEST_API_KEY,
-        "base_url": fake.url,
-        "max_rps": 1000.0,
-        "state_url": state_url,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
-
-
 @asynccontextmanager
-async def replica(settings: Settings) -> AsyncIterator[Client]:
-    """One server as a replica: its own store opened from KEYAPI_STATE_URL, like a separate process."""
-    async with Client(build_server(settings)) as client:
-        yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(getattr(block, "text", "") for block in result.content)
+async def two_replicas(url: str, **options: Any) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores on one Redis, as two replicas open them; both are closed at the end."""
+    first, second = RedisStore.from_url(url, **options), RedisStore.from_url(url, **options)
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
 
 
 @pytest.fixture
@@ -79,8 +64,7 @@ def test_a_redis_state_url_selects_the_redis_store_and_its_description_hides_the
 
 
 async def test_an_id_claimed_by_one_replica_cannot_be_claimed_by_another_until_released(redis_url: str):
-    first, second = RedisStore.from_url(redis_url), RedisStore.from_url(redis_url)
-    try:
+    async with two_replicas(redis_url) as (first, second):
         assert await first.claim(["111", "222"]) == {"111", "222"}
         assert await second.claim(["222", "333"]) == {"333"}
 
@@ -89,30 +73,20 @@ async def test_an_id_claimed_by_one_replica_cannot_be_claimed_by_another_until_r
 
         await first.release(["111", "222"])
         assert await second.claim(["111", "222"]) == {"111", "222"}
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_a_lock_left_by_a_crashed_replica_expires_by_itself(redis_url: str):
-    crashed = RedisStore.from_url(redis_url, lock_ttl=0.3)
-    survivor = RedisStore.from_url(redis_url, lock_ttl=0.3)
-    try:
+    async with two_replicas(redis_url, lock_ttl=0.3) as (crashed, survivor):
         assert await crashed.claim(["111"]) == {"111"}
         assert await survivor.claim(["111"]) == set()
 
         await survivor.wait_released(["111"])  # returns once the lock has expired
 
         assert await survivor.claim(["111"]) == {"111"}
-    finally:
-        await crashed.close()
-        await survivor.close()
 
 
 async def test_waiting_for_another_replica_ends_when_it_releases_its_lock(redis_url: str):
-    holder = RedisStore.from_url(redis_url, lock_ttl=30)
-    waiter = RedisStore.from_url(redis_url, lock_ttl=30)
-    try:
+    async with two_replicas(redis_url, lock_ttl=30) as (holder, waiter):
         assert await holder.claim(["111"]) == {"111"}
         waiting = asyncio.create_task(waiter.wait_released(["111"]))
         await asyncio.sleep(0.1)
@@ -121,29 +95,20 @@ async def test_waiting_for_another_replica_ends_when_it_releases_its_lock(redis_
         await holder.release(["111"])
 
         await asyncio.wait_for(waiting, timeout=5)  # long before the 30 s lock would expire
-    finally:
-        await holder.close()
-        await waiter.close()
 
 
 async def test_overlapping_calls_on_two_replicas_pay_once(redis_url: str, fake_upstream: FakeUpstreamServer):
     fake_upstream.fake.latency = 0.2  # keep the first walk in flight while the other replica asks
-    settings = settings_for(fake_upstream, redis_url)
-    async with replica(settings) as a, replica(settings) as b:
+    settings = make_settings(fake_upstream.url, state_url=redis_url)
+    # Two servers, each opening its own store from KEYAPI_STATE_URL: two replicas, as two processes would.
+    async with connect(settings) as a, connect(settings) as b:
         ids = {"video_ids": [TWELVE_ROWS, THREE_ROWS]}
-        first, second = await asyncio.gather(
-            a.call_tool("get_video_products", ids), b.call_tool("get_video_products", ids)
-        )
+        results = await asyncio.gather(a.call_tool(TOOL, ids), b.call_tool(TOOL, ids))
 
-    assert not first.is_error, text_of(first)
-    assert not second.is_error, text_of(second)
+    answers = [parsed(r) for r in results]
     assert fake_upstream.fake.charged == 2  # 15 rows: the two pages of one walk
-    spent = sorted(r.structured_content["credits"]["spent"] for r in (first, second))  # type: ignore[index]
-    assert spent == [0, 2]
-    rows = [
-        sorted((v["video_id"], len(v["products"])) for v in r.structured_content["videos"])  # type: ignore[index]
-        for r in (first, second)
-    ]
+    assert sorted(answer.credits.spent for answer in answers) == [0, 2]
+    rows = [sorted((v.video_id, len(v.products)) for v in answer.videos) for answer in answers]
     assert rows[0] == rows[1] == [(THREE_ROWS, 3), (TWELVE_ROWS, 12)]
 
 
@@ -215,26 +180,21 @@ async def test_a_store_recovers_by_itself_when_redis_comes_back_and_keeps_the_le
 async def test_the_server_refuses_paid_calls_while_redis_is_down_and_serves_again_when_it_returns(
     own_redis: RedisProcess, fake_upstream: FakeUpstreamServer
 ):
-    async with replica(settings_for(fake_upstream, own_redis.url)) as client:
-        ok = await client.call_tool("get_video_products", {"video_ids": [THREE_ROWS]})
-        assert not ok.is_error, text_of(ok)
+    async with connect(make_settings(fake_upstream.url, state_url=own_redis.url)) as client:
+        parsed(await client.call_tool(TOOL, {"video_ids": [THREE_ROWS]}))  # served while Redis is up
         requests_before = len(fake_upstream.fake.requests)
 
         own_redis.stop()
-        refused = await client.call_tool("get_video_products", {"video_ids": [TWELVE_ROWS]})
+        refused = await client.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]})
         usage_refused = await client.call_tool("get_credit_usage", {})
-        assert refused.is_error
-        assert text_of(refused).startswith("[budget_exceeded]")
-        assert "Redis state store redis://127.0.0.1:" in text_of(refused)
-        assert usage_refused.is_error
-        assert text_of(usage_refused).startswith("[budget_exceeded]")
+        assert "Redis state store redis://127.0.0.1:" in assert_tool_error(refused, "budget_exceeded")
+        assert_tool_error(usage_refused, "budget_exceeded")
         assert len(fake_upstream.fake.requests) == requests_before  # no request without a reservation
 
         own_redis.start()
-        served = await client.call_tool("get_video_products", {"video_ids": [TWELVE_ROWS]})
+        served = await client.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]})
         usage = await client.call_tool("get_credit_usage", {})
 
-    assert not served.is_error, text_of(served)
-    assert served.structured_content["credits"]["spent"] == 2  # type: ignore[index]
+    assert parsed(served).credits.spent == 2
     assert usage.structured_content["spent_today"] == 3  # type: ignore[index]
     assert fake_upstream.fake.charged == 3

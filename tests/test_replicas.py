@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import TEST_API_KEY
+from helpers import NO_PRODUCTS, TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, assert_tool_error, parsed
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult
 
@@ -25,9 +25,6 @@ pytestmark = pytest.mark.anyio
 REPLICAS = 3
 DAILY_LIMIT = 6
 PROCESS_TIMEOUT = 30.0
-TWELVE_ROWS = "9000000000000000002"  # two upstream pages in the demo data
-THREE_ROWS = "9000000000000000001"
-NO_PRODUCTS = "9000000000000000004"
 
 
 @asynccontextmanager
@@ -55,10 +52,6 @@ async def call_all(calls: list[tuple[Client, str, dict[str, object]]]) -> list[C
     return [r for r in results if r is not None]
 
 
-def text_of(result: CallToolResult) -> str:
-    return "".join(getattr(block, "text", "") for block in result.content)
-
-
 async def test_three_replicas_on_one_redis_pay_once_for_overlaps_and_hold_the_shared_daily_limit_exactly(
     redis_url: str, fake_upstream: FakeUpstreamServer, tmp_path: Path
 ):
@@ -76,24 +69,20 @@ async def test_three_replicas_on_one_redis_pay_once_for_overlaps_and_hold_the_sh
         # the others arrive while it is in flight. One walk is paid (15 rows: 2 pages), the rest share it.
         fake.latency = 0.3
         same = {"video_ids": [TWELVE_ROWS, THREE_ROWS, NO_PRODUCTS]}
-        overlap = await call_all([(c, "get_video_products", same) for c in clients])
-        assert all(not r.is_error for r in overlap), [text_of(r) for r in overlap]
+        overlap = [parsed(r) for r in await call_all([(c, TOOL, same) for c in clients])]
         assert fake.charged == 2
-        assert sorted(r.structured_content["credits"]["spent"] for r in overlap) == [0, 0, 2]  # type: ignore[index]
+        assert sorted(answer.credits.spent for answer in overlap) == [0, 0, 2]
 
         # Flood: 12 calls for distinct new videos (1 credit each) spread over the replicas, with 4 credits
         # left today. Exactly 4 are served; the rest are refused before any request is sent.
         fake.latency = 0.05
         flood = await call_all(
-            [
-                (clients[i % REPLICAS], "get_video_products", {"video_ids": [str(7_100_000_000_000_000_000 + i)]})
-                for i in range(12)
-            ]
+            [(clients[i % REPLICAS], TOOL, {"video_ids": [str(7_100_000_000_000_000_000 + i)]}) for i in range(12)]
         )
         served = [r for r in flood if not r.is_error]
-        refused = [text_of(r) for r in flood if r.is_error]
         assert len(served) == DAILY_LIMIT - 2
-        assert all(t.startswith("[budget_exceeded]") for t in refused), refused
+        for refused in (r for r in flood if r.is_error):
+            assert_tool_error(refused, "budget_exceeded")
         assert fake.charged == DAILY_LIMIT
         assert len(fake.requests) == DAILY_LIMIT
 

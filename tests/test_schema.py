@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from helpers import NO_PRODUCTS, TOOL, ZERO_VIEWS, connect
 from jsonschema.validators import validator_for
-from mcp import Client
 
 from keyapi_mcp.config import Settings
+from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID
 from keyapi_mcp.models import CreditUsage, VideoProductsResult
 from keyapi_mcp.schema import compact_schema
 
@@ -60,23 +61,16 @@ def _mutations(doc: dict[str, Any]) -> list[Any]:
 
 
 async def test_compact_output_schema_agrees_with_pydantic_schema_on_real_and_mutated_results() -> None:
-    from keyapi_mcp.server import build_server
-
     original = VideoProductsResult.model_json_schema()
     compact = compact_schema(original)
     assert "$defs" not in json.dumps(compact) and "anyOf" not in json.dumps(compact)
-    async with Client(build_server(Settings(_env_file=None), demo=True)) as client:
+    async with connect(Settings(_env_file=None), demo=True) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert tools["get_video_products"].output_schema == compact
+        assert tools[TOOL].output_schema == compact
         docs = []
         for fmt in ("concise", "detailed"):
-            result = await client.call_tool(
-                "get_video_products",
-                {
-                    "video_ids": ["7521783049722285367", "9000000000000000003", "9000000000000000004"],
-                    "response_format": fmt,
-                },
-            )
+            ids = [DOCUMENTED_VIDEO_ID, ZERO_VIEWS, NO_PRODUCTS]
+            result = await client.call_tool(TOOL, {"video_ids": ids, "response_format": fmt})
             docs.append(result.structured_content)
     verdicts = []
     for doc in docs:

@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from conftest import TEST_API_KEY
+from helpers import RESET_AT, T0, TEST_API_KEY, Clock
 
 from keyapi_mcp.client import Attempt, KeyAPIClient, RateLimiter
 from keyapi_mcp.errors import BudgetExceeded, StateStoreError
@@ -30,20 +30,6 @@ from keyapi_mcp.store import (
     apply_migrations,
     query_key,
 )
-
-# 2026-03-01 15:00:00 UTC: the daily limit resets at 2026-03-02T00:00:00Z.
-T0 = datetime(2026, 3, 1, 15, 0, tzinfo=UTC).timestamp()
-RESET_AT = "2026-03-02T00:00:00Z"
-
-
-class Clock:
-    """A settable clock for the store (UTC days, TTL)."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ok(page: int = 1, ids: int = 1) -> Attempt:

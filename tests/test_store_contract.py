@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers import Clock
 
 from keyapi_mcp.client import Attempt
 from keyapi_mcp.errors import BudgetExceeded
@@ -22,16 +23,6 @@ pytestmark = pytest.mark.anyio
 
 # 2026-03-10 12:00:00 UTC: far from midnight, so only the tests that move the clock cross a day.
 NOON = datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    """An injected clock the test moves by hand."""
-
-    def __init__(self, t: float = NOON) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 StoreFactory = Callable[[Clock], Store]
@@ -76,7 +67,7 @@ async def reserve_or_none(store: Store, limit: int) -> Reservation | None:
 
 
 async def test_concurrent_reservations_from_three_processes_never_exceed_the_daily_limit(make_store: StoreFactory):
-    clock = Clock()
+    clock = Clock(NOON)
     stores = [make_store(clock) for _ in range(3)]
     results = await asyncio.gather(*(reserve_or_none(stores[i % 3], 5) for i in range(30)))
 
@@ -88,7 +79,7 @@ async def test_concurrent_reservations_from_three_processes_never_exceed_the_dai
 
 
 async def test_a_refusal_states_spent_limit_and_the_utc_midnight_reset(make_store: StoreFactory):
-    store = make_store(Clock())
+    store = make_store(Clock(NOON))
     await store.reserve(ids_count=1, page=1, daily_limit=1)
 
     with pytest.raises(BudgetExceeded) as info:
@@ -102,14 +93,14 @@ async def test_a_refusal_states_spent_limit_and_the_utc_midnight_reset(make_stor
 
 
 async def test_a_daily_limit_of_zero_means_no_limit(make_store: StoreFactory):
-    store = make_store(Clock())
+    store = make_store(Clock(NOON))
     for _ in range(7):
         await store.reserve(ids_count=1, page=1, daily_limit=0)
     assert (await store.usage_today()).spent == 7
 
 
 async def test_a_released_reservation_frees_its_credit_for_the_next_request(make_store: StoreFactory):
-    store = make_store(Clock())
+    store = make_store(Clock(NOON))
     first = await store.reserve(ids_count=2, page=1, daily_limit=2)
     second = await store.reserve(ids_count=2, page=2, daily_limit=2)
     await store.settle(first, attempt("yes"))
@@ -122,7 +113,7 @@ async def test_a_released_reservation_frees_its_credit_for_the_next_request(make
 
 
 async def test_uncertain_outcomes_and_unsettled_reservations_count_as_spent_and_uncertain(make_store: StoreFactory):
-    store = make_store(Clock())
+    store = make_store(Clock(NOON))
     charged = await store.reserve(ids_count=1, page=1, daily_limit=10)
     timed_out = await store.reserve(ids_count=1, page=1, daily_limit=10)
     await store.reserve(ids_count=1, page=1, daily_limit=10)  # its process died mid-request: never settled
@@ -137,16 +128,16 @@ async def test_uncertain_outcomes_and_unsettled_reservations_count_as_spent_and_
 
 
 async def test_recent_lists_the_latest_attempts_newest_first_with_their_details(make_store: StoreFactory):
-    clock = Clock()
+    clock = Clock(NOON)
     store = make_store(clock)
     for page in (1, 2, 3):
-        clock.t += 1
+        clock.now += 1
         reservation = await store.reserve(ids_count=4, page=page, daily_limit=0)
         await store.settle(
             reservation, Attempt(4, page, 200 if page < 3 else 503, "ok" if page < 3 else "http_503",
                                  "yes" if page < 3 else "no", f"req-{page}" if page < 3 else None)
         )  # fmt: skip
-    clock.t += 1
+    clock.now += 1
     await store.reserve(ids_count=9, page=4, daily_limit=0)  # still in flight
 
     entries = await store.recent(3)
@@ -169,7 +160,7 @@ async def test_the_daily_limit_and_usage_reset_at_utc_midnight(make_store: Store
     await store.add_saved(3)
     assert await reserve_or_none(store, 1) is None
 
-    clock.t += 20  # 00:00:10 the next day
+    clock.now += 20  # 00:00:10 the next day
     assert await store.usage_today() == DayUsage(spent=0, uncertain=0, saved=0)
     await store.settle(late, attempt("yes"))  # settles yesterday's reservation, not today's
     assert (await store.usage_today()).spent == 0
@@ -178,7 +169,7 @@ async def test_the_daily_limit_and_usage_reset_at_utc_midnight(make_store: Store
 
 
 async def test_credits_saved_by_the_cache_add_up_per_day(make_store: StoreFactory):
-    clock = Clock()
+    clock = Clock(NOON)
     store, other = make_store(clock), make_store(clock)
     await store.add_saved(2)
     await store.add_saved(0)
@@ -196,11 +187,11 @@ ROWS_B: list[dict[str, object]] = []  # complete and empty: the video sells noth
 
 
 async def test_cached_videos_are_fresh_until_the_ttl_on_the_injected_clock(make_store: StoreFactory):
-    clock = Clock()
+    clock = Clock(NOON)
     writer, reader = make_store(clock), make_store(clock)
-    await writer.put_videos({"111": ROWS_A, "222": ROWS_B}, fetched_at=clock.t)
+    await writer.put_videos({"111": ROWS_A, "222": ROWS_B}, fetched_at=clock.now)
 
-    clock.t += 50
+    clock.now += 50
     got = await reader.get_videos(["222", "111", "333"], max_age=100)
     assert set(got) == {"111", "222"}
     assert got["111"].rows == ROWS_A
@@ -208,7 +199,7 @@ async def test_cached_videos_are_fresh_until_the_ttl_on_the_injected_clock(make_
     assert got["111"].fetched_at == pytest.approx(NOON)
     assert await reader.cached_video_count(100) == 2
 
-    clock.t += 60  # 110 s old
+    clock.now += 60  # 110 s old
     assert await reader.get_videos(["111", "222"], max_age=100) == {}
     assert await reader.cached_video_count(100) == 0
     assert set(await reader.get_videos(["111"], max_age=1000)) == {"111"}
@@ -216,30 +207,30 @@ async def test_cached_videos_are_fresh_until_the_ttl_on_the_injected_clock(make_
 
 
 async def test_an_older_fetch_never_replaces_a_newer_cache_entry(make_store: StoreFactory):
-    clock = Clock()
+    clock = Clock(NOON)
     store = make_store(clock)
     newer = [{"video_id": "111", "product_id": "new"}]
-    await store.put_videos({"111": newer}, fetched_at=clock.t)
-    await store.put_videos({"111": ROWS_A}, fetched_at=clock.t - 30)
+    await store.put_videos({"111": newer}, fetched_at=clock.now)
+    await store.put_videos({"111": ROWS_A}, fetched_at=clock.now - 30)
 
     got = await store.get_videos(["111"], max_age=100)
     assert got["111"].rows == newer
     assert got["111"].fetched_at == pytest.approx(NOON)
 
-    clock.t += 5
-    await store.put_videos({"111": ROWS_A}, fetched_at=clock.t)
+    clock.now += 5
+    await store.put_videos({"111": ROWS_A}, fetched_at=clock.now)
     assert (await store.get_videos(["111"], max_age=100))["111"].rows == ROWS_A
 
 
 async def test_pages_are_cached_per_query_and_page_until_the_ttl(make_store: StoreFactory):
-    clock = Clock()
+    clock = Clock(NOON)
     store = make_store(clock)
     key = query_key(["222", "111"])
     page_one = [{"video_id": "111", "product_id": f"p{i}"} for i in range(10)]
-    await store.put_page(key, 1, page_one, clock.t)
-    await store.put_page(key, 2, [{"video_id": "222"}], clock.t)
+    await store.put_page(key, 1, page_one, clock.now)
+    await store.put_page(key, 2, [{"video_id": "222"}], clock.now)
 
-    clock.t += 10
+    clock.now += 10
     hit = await store.get_page(query_key(["111", "222"]), 1, max_age=100)
     assert hit is not None
     assert hit.rows == page_one
@@ -248,20 +239,20 @@ async def test_pages_are_cached_per_query_and_page_until_the_ttl(make_store: Sto
     assert await store.get_page(key, 3, max_age=100) is None
     assert await store.get_page(query_key(["111"]), 1, max_age=100) is None
 
-    clock.t += 100
+    clock.now += 100
     assert await store.get_page(key, 1, max_age=100) is None
 
 
 async def test_prune_drops_expired_cache_entries_and_keeps_fresh_ones(make_store: StoreFactory):
-    clock = Clock()
+    clock = Clock(NOON)
     store = make_store(clock)
-    await store.put_videos({"111": ROWS_A}, fetched_at=clock.t)
-    await store.put_page("111", 1, ROWS_A, clock.t)
-    clock.t += 100
-    await store.put_videos({"222": ROWS_B}, fetched_at=clock.t)
-    await store.put_page("222", 1, ROWS_B, clock.t)
+    await store.put_videos({"111": ROWS_A}, fetched_at=clock.now)
+    await store.put_page("111", 1, ROWS_A, clock.now)
+    clock.now += 100
+    await store.put_videos({"222": ROWS_B}, fetched_at=clock.now)
+    await store.put_page("222", 1, ROWS_B, clock.now)
 
-    clock.t += 10
+    clock.now += 10
     await store.prune(50)
 
     assert set(await store.get_videos(["111", "222"], max_age=10_000)) == {"222"}
@@ -271,7 +262,7 @@ async def test_prune_drops_expired_cache_entries_and_keeps_fresh_ones(make_store
 
 
 async def test_every_store_lets_a_single_process_claim_all_ids_it_asks_for(make_store: StoreFactory):
-    store = make_store(Clock())
+    store = make_store(Clock(NOON))
     held = await store.claim(["111", "222"])
     assert held == {"111", "222"}
     await store.release(held)

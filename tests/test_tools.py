@@ -8,18 +8,25 @@ are never called directly.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
 import pytest
-from conftest import TEST_API_KEY
-from mcp import Client
-from mcp_types import CallToolResult
+from helpers import (
+    NO_PRODUCTS,
+    TEST_API_KEY,
+    THREE_ROWS,
+    TOOL,
+    TWELVE_ROWS,
+    ZERO_VIEWS,
+    assert_tool_error,
+    connect,
+    make_settings,
+    parsed,
+    text_of,
+)
 
-from keyapi_mcp import client as client_module
 from keyapi_mcp.client import MAX_ATTEMPTS, PAGE_SIZE
 from keyapi_mcp.config import Settings
 from keyapi_mcp.fake_upstream import (
@@ -30,59 +37,13 @@ from keyapi_mcp.fake_upstream import (
     demo_dataset,
     mock_transport,
 )
-from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage, VideoProductsResult
-from keyapi_mcp.server import build_server
+from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage
 
 pytestmark = pytest.mark.anyio
-
-TOOL = "get_video_products"
-# Demo data set: 9000000000000000002 has 12 product rows (two upstream pages), 004 has none.
-TWELVE_ROWS = "9000000000000000002"
-THREE_ROWS = "9000000000000000001"
-ZERO_VIEWS = "9000000000000000003"
-NO_PRODUCTS = "9000000000000000004"
-OFFLINE_URL = "http://127.0.0.1:9"  # never contacted: tests using it inject a transport
-
-
-def make_settings(base_url: str, **overrides: Any) -> Settings:
-    """Settings for a test: no .env, the test key, a rate limit high enough not to slow multi-page walks."""
-    values: dict[str, Any] = {"api_key": TEST_API_KEY, "base_url": base_url, "max_rps": 1000.0}
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
-
-
-@asynccontextmanager
-async def connect(settings: Settings, **kwargs: Any) -> AsyncIterator[Client]:
-    async with Client(build_server(settings, **kwargs)) as client:
-        yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    assert result.content and result.content[0].type == "text"
-    return result.content[0].text
-
-
-def assert_tool_error(result: CallToolResult, code: str) -> str:
-    text = text_of(result)
-    assert result.is_error, text
-    assert text.split()[0] == f"[{code}]", text
-    return text
-
-
-def parsed(result: CallToolResult) -> VideoProductsResult:
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return VideoProductsResult.model_validate(result.structured_content)
 
 
 def video_ids_param(request: dict[str, Any]) -> list[str]:
     return request["params"]["video_ids"].split(",")
-
-
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries of 5xx/error envelopes happen at once instead of after a jittered backoff."""
-    monkeypatch.setattr(client_module, "backoff_seconds", lambda attempt, rng=None: 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +317,7 @@ GROUPING_DATA = {
 
 async def test_rows_are_grouped_by_video_with_derived_metrics_and_ordered_by_gmv():
     fake = FakeUpstream(GROUPING_DATA, api_key=TEST_API_KEY)
-    settings = make_settings(OFFLINE_URL)
+    settings = make_settings()
     async with connect(settings, transport=mock_transport(fake)) as client:
         result = await client.call_tool(TOOL, {"video_ids": [VID_A, VID_B, VID_C]})
     out = parsed(result)
@@ -404,7 +365,7 @@ async def test_rows_are_grouped_by_video_with_derived_metrics_and_ordered_by_gmv
 
 async def test_detailed_format_strips_control_characters_from_untrusted_text():
     fake = FakeUpstream(GROUPING_DATA, api_key=TEST_API_KEY)
-    async with connect(make_settings(OFFLINE_URL), transport=mock_transport(fake)) as client:
+    async with connect(make_settings(), transport=mock_transport(fake)) as client:
         result = await client.call_tool(TOOL, {"video_ids": [VID_A], "response_format": "detailed"})
     [video] = parsed(result).videos
     assert video.description is not None
@@ -460,7 +421,7 @@ async def test_a_video_with_twelve_rows_takes_two_pages_of_ten_with_all_ids_in_e
 async def test_a_full_last_page_is_followed_by_one_more_request_that_proves_the_end():
     data = {VID_A: [_row(VID_A, str(500 + i), i, float(i), STATS_A) for i in range(PAGE_SIZE)]}
     fake = FakeUpstream(data, api_key=TEST_API_KEY)
-    async with connect(make_settings(OFFLINE_URL), transport=mock_transport(fake)) as client:
+    async with connect(make_settings(), transport=mock_transport(fake)) as client:
         out = parsed(await client.call_tool(TOOL, {"video_ids": [VID_A]}))
     assert [r["params"]["page_num"] for r in fake.requests] == ["1", "2"]
     assert out.complete and len(out.videos[0].products) == PAGE_SIZE

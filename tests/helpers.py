@@ -1,0 +1,88 @@
+"""Helpers shared by the test modules: `from helpers import ...` (pytest puts tests/ on sys.path, as for conftest).
+
+Fixtures live in conftest.py; this module holds the constants and plain functions several test files use,
+among them the test API key and auth token that conftest.py's `no_secret_leaks` scans every test for.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from mcp import Client
+from mcp_types import CallToolResult
+
+from keyapi_mcp.config import Settings
+from keyapi_mcp.models import VideoProductsResult
+from keyapi_mcp.server import build_server
+
+TEST_API_KEY = "sk_live_TESTKEY_must_never_leak_0123456789"
+TEST_AUTH_TOKEN = "mcp_TESTTOKEN_must_never_leak_9876543210"
+
+TOOL = "get_video_products"
+# The demo data set (keyapi_mcp.fake_upstream.demo_dataset), besides the documented example video:
+THREE_ROWS = "9000000000000000001"  # 3 products
+TWELVE_ROWS = "9000000000000000002"  # 12 products: two upstream pages
+ZERO_VIEWS = "9000000000000000003"  # 0 views: engagement and per-1k metrics are null
+NO_PRODUCTS = "9000000000000000004"  # no products: reported under `not_found`
+
+OFFLINE_URL = "http://127.0.0.1:9"  # never contacted: tests using it inject a transport
+
+# 2026-03-01 15:00:00 UTC: the daily limit resets at 2026-03-02T00:00:00Z.
+T0 = datetime(2026, 3, 1, 15, 0, tzinfo=UTC).timestamp()
+RESET_AT = "2026-03-02T00:00:00Z"
+
+
+class Clock:
+    """A settable clock to inject into a store (UTC days, TTLs): the test moves `now` by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(base_url: str = OFFLINE_URL, **overrides: Any) -> Settings:
+    """Settings for a test: no .env, the test key, a rate limit high enough not to slow multi-page walks."""
+    values: dict[str, Any] = {"api_key": TEST_API_KEY, "base_url": base_url, "max_rps": 1000.0}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def connect(settings: Settings, **build: Any) -> AsyncIterator[Client]:
+    """The SDK's in-memory MCP client on `build_server(settings, **build)`."""
+    async with Client(build_server(settings, **build)) as client:
+        yield client
+
+
+def text_of(result: CallToolResult) -> str:
+    """The text the model reads: every tool result, answer or error, is exactly one text block."""
+    assert len(result.content) == 1 and result.content[0].type == "text", result.content
+    return result.content[0].text
+
+
+def assert_tool_error(result: CallToolResult, code: str) -> str:
+    """Assert the result is an error whose text starts with `[code]`; return the text."""
+    text = text_of(result)
+    assert result.is_error, text
+    assert text.split()[0] == f"[{code}]", text
+    return text
+
+
+def parsed(result: CallToolResult) -> VideoProductsResult:
+    """The structured answer of a successful `get_video_products` call."""
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    return VideoProductsResult.model_validate(result.structured_content)
