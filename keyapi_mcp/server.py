@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "keyapi-mcp"
 DEMO_API_KEY = "demo-key-not-secret"
+POOL_SHARD_SIZE = 8  # connections per upstream httpx pool (see LazyAsyncClient)
 
 INSTRUCTIONS = """\
 KeyAPI TikTok video commerce data. Use get_video_products to answer "which products does this TikTok \
@@ -106,30 +107,43 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
 
 
 class LazyAsyncClient:
-    """An `httpx.AsyncClient` made on the first upstream request, not at start.
+    """Upstream `httpx.AsyncClient`s, made on the first upstream request, not at start.
 
     Building one loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every chat
     session but seldom asked for paid data should not pay that before it answers `initialize`.
+
+    Requests are spread over `shards` small clients: httpcore's pool re-examines every connection it
+    holds (a socket poll for each idle one) whenever a request starts or ends, so one pool of N
+    connections costs O(N) per request and O(N^2) per burst. Small pools whose connections all stay
+    alive keep that cost flat and avoid reconnecting after every burst.
     """
 
-    def __init__(self, *, limits: dict[str, int], **kwargs: Any) -> None:
+    def __init__(self, *, limits: dict[str, int], shards: int = 1, **kwargs: Any) -> None:
         self._limits = limits
+        self._shards = max(1, shards)
         self._kwargs = kwargs
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._next = 0
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        if self._client is None:
+        if not self._clients:
             import httpx
 
-            self._client = httpx.AsyncClient(limits=httpx.Limits(**self._limits), **self._kwargs)
-        return await self._client.get(url, **kwargs)
+            limits = httpx.Limits(**self._limits)
+            options = dict(self._kwargs)
+            if options.get("verify", True) is True:
+                options["verify"] = httpx.create_ssl_context()  # one trust store shared by every shard
+            self._clients = [httpx.AsyncClient(limits=limits, **options) for _ in range(self._shards)]
+        client = self._clients[self._next]
+        self._next = (self._next + 1) % self._shards
+        return await client.get(url, **kwargs)
 
     async def __aenter__(self) -> LazyAsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
 
 class KeyAPIMCPServer(MCPServer[AppState]):
@@ -199,14 +213,21 @@ def build_server(
             from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
-        # As many upstream connections as calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS), so
-        # admitted calls never queue a second time in the pool.
+        # As many upstream connections as calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS), in
+        # pools of at most POOL_SHARD_SIZE connections, every one kept alive.
         pool = max(32, settings.mcp_max_concurrent_calls)
-        limits = {"max_connections": pool, "max_keepalive_connections": 16}
+        shards = -(-pool // POOL_SHARD_SIZE) if http_transport is None else 1  # an injected transport is one pool
+        per_shard = -(-pool // shards)
+        limits = {"max_connections": per_shard, "max_keepalive_connections": per_shard}
         # Plain http:// is only accepted for loopback upstreams (config.py): no TLS, so no trust store to load.
         verify = not settings.base_url.startswith("http://")
         async with LazyAsyncClient(
-            transport=http_transport, limits=limits, follow_redirects=False, trust_env=False, verify=verify
+            shards=shards,
+            transport=http_transport,
+            limits=limits,
+            follow_redirects=False,
+            trust_env=False,
+            verify=verify,
         ) as http:
             api_key = (
                 DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key is not None else "")
