@@ -191,6 +191,10 @@ def credits_block(spent: int, cached_videos: int, usage: DayUsage, daily_limit: 
 # Text rendering
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _num(value: float | int | None) -> str:
     if value is None:
         return "?"
@@ -220,7 +224,7 @@ def render_text(result: VideoProductsResult, *, continue_ids: Sequence[str] | No
         lines.append(DEMO_BANNER)
     s = result.summary
     lines.append(
-        f"{s.videos} videos, {s.products} products; units {s.units_sold}; GMV {_num(s.gmv)} "
+        f"{_count(s.videos, 'video')}, {_count(s.products, 'product')}; units {s.units_sold}; GMV {_num(s.gmv)} "
         "(currency not stated upstream)"
     )
     if result.videos:
