@@ -51,6 +51,7 @@ RETRY_BUDGET_SECONDS = 20.0
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
+POOL_SHARD_SIZE = 8  # connections per upstream httpx pool (see LazyAsyncClient)
 
 Charged = Literal["yes", "no", "uncertain"]
 
@@ -208,6 +209,46 @@ class _Retryable(Exception):
     def __init__(self, error: KeyAPIError, wait: float | None = None) -> None:
         self.error = error
         self.wait = wait
+
+
+class LazyAsyncClient:
+    """Upstream `httpx.AsyncClient`s, made on the first upstream request, not at start.
+
+    Building one loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every chat
+    session but seldom asked for paid data should not pay that before it answers `initialize`.
+
+    Requests are spread over `shards` small clients: httpcore's pool re-examines every connection it
+    holds (a socket poll for each idle one) whenever a request starts or ends, so one pool of N
+    connections costs O(N) per request and O(N^2) per burst. Small pools whose connections all stay
+    alive keep that cost flat and avoid reconnecting after every burst.
+    """
+
+    def __init__(self, *, limits: dict[str, int], shards: int = 1, **kwargs: Any) -> None:
+        self._limits = limits
+        self._shards = max(1, shards)
+        self._kwargs = kwargs
+        self._clients: list[httpx.AsyncClient] = []
+        self._next = 0
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        if not self._clients:
+            import httpx
+
+            limits = httpx.Limits(**self._limits)
+            options = dict(self._kwargs)
+            # One TLS context for every shard: each context costs ~0.4 MB, more with the trust store loaded.
+            options["verify"] = httpx.create_ssl_context(verify=options.get("verify", True))
+            self._clients = [httpx.AsyncClient(limits=limits, **options) for _ in range(self._shards)]
+        client = self._clients[self._next]
+        self._next = (self._next + 1) % self._shards
+        return await client.get(url, **kwargs)
+
+    async def __aenter__(self) -> LazyAsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self._clients:
+            await client.aclose()
 
 
 class KeyAPIClient:

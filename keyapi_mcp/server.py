@@ -23,7 +23,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
-from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter
+from keyapi_mcp.client import PAGE_SIZE, POOL_SHARD_SIZE, KeyAPIClient, LazyAsyncClient, RateLimiter
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
 from keyapi_mcp.format import build_result, render_text, render_usage
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "keyapi-mcp"
 DEMO_API_KEY = "demo-key-not-secret"
-POOL_SHARD_SIZE = 8  # connections per upstream httpx pool (see LazyAsyncClient)
 
 INSTRUCTIONS = """\
 KeyAPI TikTok video commerce data. Use get_video_products to answer "which products does this TikTok \
@@ -104,46 +103,6 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
     if url and url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///") or ":memory:", clock=clock)
     return SQLiteStore.in_dir(settings.state_dir or default_state_dir(), clock=clock)
-
-
-class LazyAsyncClient:
-    """Upstream `httpx.AsyncClient`s, made on the first upstream request, not at start.
-
-    Building one loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every chat
-    session but seldom asked for paid data should not pay that before it answers `initialize`.
-
-    Requests are spread over `shards` small clients: httpcore's pool re-examines every connection it
-    holds (a socket poll for each idle one) whenever a request starts or ends, so one pool of N
-    connections costs O(N) per request and O(N^2) per burst. Small pools whose connections all stay
-    alive keep that cost flat and avoid reconnecting after every burst.
-    """
-
-    def __init__(self, *, limits: dict[str, int], shards: int = 1, **kwargs: Any) -> None:
-        self._limits = limits
-        self._shards = max(1, shards)
-        self._kwargs = kwargs
-        self._clients: list[httpx.AsyncClient] = []
-        self._next = 0
-
-    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        if not self._clients:
-            import httpx
-
-            limits = httpx.Limits(**self._limits)
-            options = dict(self._kwargs)
-            # One TLS context for every shard: each context costs ~0.4 MB, more with the trust store loaded.
-            options["verify"] = httpx.create_ssl_context(verify=options.get("verify", True))
-            self._clients = [httpx.AsyncClient(limits=limits, **options) for _ in range(self._shards)]
-        client = self._clients[self._next]
-        self._next = (self._next + 1) % self._shards
-        return await client.get(url, **kwargs)
-
-    async def __aenter__(self) -> LazyAsyncClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for client in self._clients:
-            await client.aclose()
 
 
 class KeyAPIMCPServer(MCPServer[AppState]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from keyapi_mcp.server import LazyAsyncClient
+from keyapi_mcp.client import LazyAsyncClient
 
 pytestmark = pytest.mark.anyio
 
