@@ -146,6 +146,17 @@ end
 return #stale
 """
 
+# KEYS: lock keys.  ARGV: the holder's token, lock lifetime in ms.  Extends only locks still held by that token.
+_EXTEND = """
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    n = n + redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
+end
+return n
+"""
+
 # KEYS: lock keys.  ARGV: the holder's token.  Deletes only locks still held by that token.
 _RELEASE = """
 local n = 0
@@ -205,6 +216,7 @@ class RedisStore:
         self._secret = secret
         self._replica = f"{socket.gethostname()}:{os.getpid()}"
         self._tokens: dict[str, str] = {}  # video id -> token of the lock this process holds
+        self._renewers: dict[str, asyncio.Task[None]] = {}  # token -> task keeping its locks alive
         self._down = False  # for logging the outage and the recovery once each
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
@@ -212,6 +224,7 @@ class RedisStore:
         self._put_page = redis.register_script(_PUT_PAGE)
         self._prune = redis.register_script(_PRUNE)
         self._release = redis.register_script(_RELEASE)
+        self._extend = redis.register_script(_EXTEND)
 
     @classmethod
     def from_url(
@@ -444,7 +457,24 @@ class RedisStore:
         held = {vid for vid, ok in zip(video_ids, results, strict=True) if ok}
         for vid in held:
             self._tokens[vid] = token
+        if held:
+            # A walk may outlast one lock lifetime (many pages, a slow upstream): keep the locks alive while
+            # this process holds them, so no other replica starts paying for the same ids. A crashed holder
+            # stops renewing and its locks expire within one lifetime.
+            self._renewers[token] = asyncio.create_task(self._renew(token))
         return held
+
+    async def _renew(self, token: str) -> None:
+        ttl = max(1, int(self._lock_ttl * 1000))
+        while True:
+            await asyncio.sleep(self._lock_ttl / 3)
+            keys = [self._key("lock", vid) for vid, held_by in self._tokens.items() if held_by == token]
+            if not keys:
+                return
+            try:
+                await self._call(self._extend(keys=keys, args=[token, ttl]))
+            except StateStoreError:
+                log.debug("could not extend %d single-flight lock(s); retrying", len(keys))
 
     async def release(self, video_ids: Iterable[str]) -> None:
         """Unlock ids claimed by this process. Best effort: a lock left behind expires by itself."""
@@ -454,6 +484,8 @@ class RedisStore:
             if token is not None:
                 by_token.setdefault(token, []).append(self._key("lock", vid))
         for token, keys in by_token.items():
+            if token not in self._tokens.values() and (renewer := self._renewers.pop(token, None)) is not None:
+                renewer.cancel()
             try:
                 await self._call(self._release(keys=keys, args=[token]))
             except StateStoreError:
@@ -472,6 +504,9 @@ class RedisStore:
             delay = min(delay * 2, 0.25)
 
     async def close(self) -> None:
+        for renewer in self._renewers.values():
+            renewer.cancel()
+        self._renewers.clear()
         try:
             await self._redis.aclose()
         except Exception:  # closing a client whose server is gone must not mask the real outcome

@@ -79,10 +79,22 @@ async def test_a_lock_left_by_a_crashed_replica_expires_by_itself(redis_url: str
     async with two_replicas(redis_url, lock_ttl=0.3) as (crashed, survivor):
         assert await crashed.claim(["111"]) == {"111"}
         assert await survivor.claim(["111"]) == set()
+        await crashed.close()  # the replica dies holding the lock: nothing renews it any more
 
         await survivor.wait_released(["111"])  # returns once the lock has expired
 
         assert await survivor.claim(["111"]) == {"111"}
+
+
+async def test_a_live_holder_keeps_its_lock_beyond_one_lock_lifetime_until_it_releases(redis_url: str):
+    async with two_replicas(redis_url, lock_ttl=0.3) as (holder, other):
+        assert await holder.claim(["111", "222"]) == {"111", "222"}
+        await asyncio.sleep(1.0)  # more than three lock lifetimes: a long walk in progress
+
+        assert await other.claim(["111", "222"]) == set()
+
+        await holder.release(["111", "222"])
+        assert await other.claim(["111", "222"]) == {"111", "222"}
 
 
 async def test_waiting_for_another_replica_ends_when_it_releases_its_lock(redis_url: str):
