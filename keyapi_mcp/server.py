@@ -55,6 +55,13 @@ answered from a cache for free, so batch all the videos you need into one call. 
 (free) to check the remaining budget before large requests."""
 
 
+def _describe_cache(ttl: int) -> str:
+    if ttl <= 0:
+        return "The cache is off (KEYAPI_CACHE_TTL_SECONDS=0): every call pays for what it fetches."
+    span = f"{ttl // 3600} h" if ttl >= 3600 and ttl % 3600 == 0 else f"{round(ttl / 60) or 1} min"
+    return f"Videos fetched in the last {span} come from cache at no cost."
+
+
 def _describe_get_video_products(settings: Settings) -> str:
     limit = f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit else "no daily limit"
     return f"""\
@@ -67,8 +74,7 @@ well a video converts (engagement, units and GMV per 1k views). Pass every video
 
 Cost: each upstream page (up to {PAGE_SIZE} product rows across the requested videos) costs 1 paid \
 credit. At most {settings.max_credits_per_call} credits per call (KEYAPI_MAX_CREDITS_PER_CALL; lower \
-it with max_credits), {limit}. Videos fetched in the last {settings.cache_ttl_seconds // 3600} h come \
-from cache at no cost.
+it with max_credits), {limit}. {_describe_cache(settings.cache_ttl_seconds)}
 
 Returns: per video (sorted by GMV) views, engagement rate, units sold and GMV, and its products (by \
 GMV) with units, GMV and average price; totals; credits spent; `not_found` ids with no product rows. \

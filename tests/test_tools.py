@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from helpers import (
     NO_PRODUCTS,
+    OFFLINE_URL,
     TEST_API_KEY,
     THREE_ROWS,
     TOOL,
@@ -585,3 +586,13 @@ async def test_the_api_key_never_appears_in_any_result_even_when_the_upstream_ec
         dumped = result.model_dump_json(by_alias=True)
         assert TEST_API_KEY not in dumped
     assert TEST_API_KEY not in tools.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("ttl", "said"),
+    [(21_600, "in the last 6 h come from cache"), (900, "in the last 15 min"), (0, "The cache is off")],
+)
+async def test_the_tool_description_states_the_configured_cache_lifetime(ttl: int, said: str):
+    async with connect(make_settings(OFFLINE_URL, cache_ttl_seconds=ttl)) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert said in (tools[TOOL].description or "")
