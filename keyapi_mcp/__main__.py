@@ -15,6 +15,16 @@ import sys
 from keyapi_mcp import __version__
 
 EXIT_CONFIG = 2
+EPILOG = """\
+environment (or .env):
+  KEYAPI_API_KEY               bearer key for KeyAPI (without it, paid calls answer [missing_api_key])
+  KEYAPI_MAX_CREDITS_PER_CALL  upstream requests one tool call may make (default 5)
+  KEYAPI_DAILY_CREDIT_LIMIT    credits per UTC day across all processes, 0 = none (default 100)
+  KEYAPI_CACHE_TTL_SECONDS     reuse fetched videos this long, 0 = no cache (default 21600)
+  KEYAPI_STATE_DIR / _URL      where the ledger and cache live (SQLite dir, or redis://...)
+  KEYAPI_MAX_RPS, KEYAPI_TIMEOUT_SECONDS, KEYAPI_BASE_URL, KEYAPI_LOG_LEVEL, KEYAPI_MCP_* (HTTP): see README
+
+Try it without an API key: keyapi-mcp --demo"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
             "MCP server for KeyAPI's TikTok Video Products (Analytics) endpoint. Speaks MCP over stdio "
             "by default. Configuration comes from KEYAPI_* environment variables (or a .env file)."
         ),
-        epilog="Try it without an API key: keyapi-mcp --demo",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"keyapi-mcp {__version__}")
     parser.add_argument(
