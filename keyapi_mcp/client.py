@@ -217,15 +217,17 @@ class LazyAsyncClient:
     Building one loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every chat
     session but seldom asked for paid data should not pay that before it answers `initialize`.
 
-    Requests are spread over `shards` small clients: httpcore's pool re-examines every connection it
-    holds (a socket poll for each idle one) whenever a request starts or ends, so one pool of N
-    connections costs O(N) per request and O(N^2) per burst. Small pools whose connections all stay
-    alive keep that cost flat and avoid reconnecting after every burst.
+    `connections` are spread over clients of at most `shard_size` each, every connection kept alive:
+    httpcore's pool re-examines every connection it holds (a socket poll for each idle one) whenever a
+    request starts or ends, so one pool of N connections costs O(N) per request and O(N^2) per burst.
+    Small pools keep that cost flat and avoid reconnecting after every burst. An injected `transport`
+    is a single pool of its own, so it gets one client.
     """
 
-    def __init__(self, *, limits: dict[str, int], shards: int = 1, **kwargs: Any) -> None:
-        self._limits = limits
-        self._shards = max(1, shards)
+    def __init__(self, *, connections: int, shard_size: int = POOL_SHARD_SIZE, **kwargs: Any) -> None:
+        self._shards = 1 if kwargs.get("transport") is not None else max(1, -(-connections // shard_size))
+        per_shard = max(1, -(-connections // self._shards))
+        self._limits = {"max_connections": per_shard, "max_keepalive_connections": per_shard}
         self._kwargs = kwargs
         self._clients: list[httpx.AsyncClient] = []
         self._next = 0

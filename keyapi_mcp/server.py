@@ -23,7 +23,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
-from keyapi_mcp.client import PAGE_SIZE, POOL_SHARD_SIZE, KeyAPIClient, LazyAsyncClient, RateLimiter
+from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, LazyAsyncClient, RateLimiter
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
 from keyapi_mcp.format import build_result, render_text, render_usage
@@ -178,18 +178,12 @@ def build_server(
             from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
-        # As many upstream connections as calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS), in
-        # pools of at most POOL_SHARD_SIZE connections, every one kept alive.
-        pool = max(32, settings.mcp_max_concurrent_calls)
-        shards = -(-pool // POOL_SHARD_SIZE) if http_transport is None else 1  # an injected transport is one pool
-        per_shard = -(-pool // shards)
-        limits = {"max_connections": per_shard, "max_keepalive_connections": per_shard}
         # Plain http:// is only accepted for loopback upstreams (config.py): no TLS, so no trust store to load.
         verify = not settings.base_url.startswith("http://")
         async with LazyAsyncClient(
-            shards=shards,
+            # As many upstream connections as tool calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS).
+            connections=max(32, settings.mcp_max_concurrent_calls),
             transport=http_transport,
-            limits=limits,
             follow_redirects=False,
             trust_env=False,
             verify=verify,
