@@ -183,12 +183,13 @@ def parse_body(body_bytes: bytes, redact: Callable[[str], str] = _no_redaction) 
     return clean
 
 
-def _upstream_message(body: Any, redact: Callable[[str], str] = _no_redaction) -> str:
+def _upstream_message(body: Any) -> str:
+    """The envelope's `message`, capped. `body` comes from `parse_body`, which already redacted the key
+    (before this cap: a cap cutting through an echoed key would leave a prefix of it)."""
     if isinstance(body, dict):
         msg = body.get("message")
         if isinstance(msg, str) and msg.strip():
-            # Redact before capping: a cap cutting through an echoed key would leave a prefix of it.
-            return clean_text(redact(msg), limit=200) or ""
+            return clean_text(msg, limit=200) or ""
     return ""
 
 
@@ -362,7 +363,7 @@ class KeyAPIClient:
             raise UpstreamError("The upstream answered with an oversized body.", hint="Retry with fewer video ids.")
         body = parse_body(body_bytes, self._redact)
         rid = _request_id(body, response, self._redact)
-        upstream_msg = _upstream_message(body, self._redact)
+        upstream_msg = _upstream_message(body)
         quoted = f' Upstream said: "{upstream_msg}".' if upstream_msg else ""
 
         if status in (401, 403):

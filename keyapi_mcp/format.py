@@ -16,6 +16,7 @@ from typing import Literal
 from keyapi_mcp.models import (
     Credits,
     CreditUsage,
+    LedgerEntryOut,
     ProductOut,
     Summary,
     TopProduct,
@@ -27,7 +28,7 @@ from keyapi_mcp.models import (
     split_hashtags,
 )
 from keyapi_mcp.service import FetchOutcome, VideoData
-from keyapi_mcp.store import DayUsage, iso
+from keyapi_mcp.store import DayUsage, LedgerEntry, iso, next_midnight
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -177,13 +178,54 @@ def build_result(
     )
 
 
+def _remaining(daily_limit: int, spent: int) -> int | None:
+    """Credits left today; None when there is no daily limit (0)."""
+    return max(0, daily_limit - spent) if daily_limit else None
+
+
 def credits_block(spent: int, cached_videos: int, usage: DayUsage, daily_limit: int) -> Credits:
     return Credits(
         spent=spent,
         cached_videos=cached_videos,
         spent_today=usage.spent,
         daily_limit=daily_limit or None,
-        remaining_today=max(0, daily_limit - usage.spent) if daily_limit else None,
+        remaining_today=_remaining(daily_limit, usage.spent),
+    )
+
+
+def build_usage(
+    usage: DayUsage,
+    recent: Sequence[LedgerEntry],
+    *,
+    cached_videos: int,
+    daily_limit: int,
+    max_credits_per_call: int,
+    now: float,
+    demo: bool = False,
+) -> CreditUsage:
+    return CreditUsage(
+        demo=demo,
+        spent_today=usage.spent,
+        daily_limit=daily_limit or None,
+        remaining_today=_remaining(daily_limit, usage.spent),
+        max_credits_per_call=max_credits_per_call,
+        resets_at=iso(next_midnight(now).timestamp()),
+        uncertain_today=usage.uncertain,
+        saved_today=usage.saved,
+        cached_videos=cached_videos,
+        recent=[
+            LedgerEntryOut(
+                at=iso(e.at),
+                page=e.page,
+                ids=e.ids_count,
+                status=e.http_status,
+                outcome=e.outcome,
+                # A reservation never settled (process killed mid-request) may have been charged.
+                charged="uncertain" if e.charged == "reserved" else e.charged,  # type: ignore[arg-type]
+                request_id=e.request_id,
+            )
+            for e in recent
+        ],
     )
 
 
@@ -218,7 +260,7 @@ def _quote(text: str) -> str:
     return "«" + text.replace("«", "‹").replace("»", "›") + "»"
 
 
-def render_text(result: VideoProductsResult, *, continue_ids: Sequence[str] | None = None) -> str:
+def render_text(result: VideoProductsResult) -> str:
     lines: list[str] = []
     if result.demo:
         lines.append(DEMO_BANNER)
@@ -267,7 +309,7 @@ def render_text(result: VideoProductsResult, *, continue_ids: Sequence[str] | No
     credit += f"/{c.daily_limit} ({c.remaining_today} left)" if c.daily_limit else " (no daily limit)"
     lines.append(credit)
     if not result.complete:
-        ids = list(continue_ids or result.pending_ids)
+        ids = result.pending_ids
         args = "video_ids=[" + ", ".join(f'"{i}"' for i in ids) + "]"
         if result.next_page_num and result.next_page_num > 1:
             args += f", page_num={result.next_page_num}"

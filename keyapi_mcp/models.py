@@ -42,10 +42,15 @@ def _short(item: str, limit: int = 80) -> str:
     return item if len(item) <= limit else item[: limit - 1] + "…"
 
 
+def canonical_id(digits: str) -> str:
+    """One spelling per id: without leading zeros, as the upstream writes them."""
+    return digits.lstrip("0") or "0"
+
+
 def _parse_one(token: str) -> str:
     token = token.strip()
     if _ID_RE.match(token):
-        return token.lstrip("0") or "0"
+        return canonical_id(token)
     match = _URL_RE.match(token)
     if match:
         host_part = token.lower().split("//", 1)[-1]
@@ -57,7 +62,7 @@ def _parse_one(token: str) -> str:
         path = match.group("path")
         video = _VIDEO_PATH_RE.match(path)
         if video:
-            return video.group("id").lstrip("0") or "0"
+            return canonical_id(video.group("id"))
         raise InvalidInput(f"Item {_short(token)!r} is a tiktok.com URL but not a video URL.", hint=ID_HINT)
     raise InvalidInput(f"Item {_short(token)!r} is not a TikTok video id or video URL.", hint=ID_HINT)
 

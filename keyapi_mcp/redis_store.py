@@ -52,6 +52,7 @@ from keyapi_mcp.store import (
     Reservation,
     StoreOpenError,
     budget_refusal,
+    dumps_compact,
     utc_day,
 )
 
@@ -181,10 +182,6 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     auth = "***@" if parts.username or parts.password else ""
     return f"{parts.scheme}://{auth}{host}{port}{parts.path}"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _ttl_ms(ttl: float, age: float) -> int:
@@ -403,7 +400,9 @@ class RedisStore:
         ttl = _ttl_ms(self._cache_ttl, self._clock() - fetched_at)
         keys = [self._key("videos")] + [self._key("video", vid) for vid in videos]
         await self._call(
-            self._put_videos(keys=keys, args=[repr(fetched_at), ttl, *(_dumps(rows) for rows in videos.values())])
+            self._put_videos(
+                keys=keys, args=[repr(fetched_at), ttl, *(dumps_compact(rows) for rows in videos.values())]
+            )
         )
 
     def _page_key(self, key: str, page: int) -> str:
@@ -425,7 +424,7 @@ class RedisStore:
         ttl = _ttl_ms(self._cache_ttl, self._clock() - fetched_at)
         await self._call(
             self._put_page(
-                keys=[self._key("pages"), self._page_key(key, page)], args=[_dumps(rows), repr(fetched_at), ttl]
+                keys=[self._key("pages"), self._page_key(key, page)], args=[dumps_compact(rows), repr(fetched_at), ttl]
             )
         )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
@@ -26,18 +26,17 @@ from keyapi_mcp import __version__
 from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, LazyAsyncClient, RateLimiter
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
-from keyapi_mcp.format import build_result, render_text, render_usage
-from keyapi_mcp.limits import CallSlots, ServerBusy
+from keyapi_mcp.format import build_result, build_usage, render_text, render_usage
+from keyapi_mcp.limits import CallSlots
 from keyapi_mcp.models import (
     MAX_VIDEO_IDS,
     CreditUsage,
-    LedgerEntryOut,
     VideoProductsResult,
     normalize_video_ids,
 )
 from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
-from keyapi_mcp.store import SQLiteStore, Store, iso, next_midnight
+from keyapi_mcp.store import SQLiteStore, Store
 
 if TYPE_CHECKING:  # httpx is imported on the first upstream request (see LazyAsyncClient)
     import httpx
@@ -111,8 +110,20 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
     return SQLiteStore.in_dir(settings.state_dir or default_state_dir(), clock=clock)
 
 
+INTERNAL_ERROR_TEXT = (
+    "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server log). Pages "
+    "fetched before it are cached; retry the same call, or call get_credit_usage to see what was spent."
+)
+
+
 class KeyAPIMCPServer(MCPServer[AppState]):
-    """MCPServer whose argument-validation failures read `[invalid_input] ...` with the field names."""
+    """The one place tool failures become what the model reads.
+
+    Tools raise the domain errors of `keyapi_mcp.errors`; here each becomes a `ToolError` whose text starts
+    with its `[code]` (without the SDK's "Error executing tool X:" prefix), argument-schema failures become
+    `[invalid_input]` naming the fields, and anything unexpected is logged with its traceback and reported
+    without internals.
+    """
 
     call_slots: CallSlots | None = None  # cap on concurrent tool calls (KEYAPI_MCP_MAX_CONCURRENT_CALLS)
 
@@ -122,15 +133,17 @@ class KeyAPIMCPServer(MCPServer[AppState]):
                 return await super().call_tool(name, arguments, context)
             async with self.call_slots.hold():
                 return await super().call_tool(name, arguments, context)
-        except ServerBusy as exc:
+        except KeyAPIError as exc:  # ServerBusy, raised before the tool runs
             raise ToolError(exc.render()) from None
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
                 raise ToolError(_validation_text(name, cause)) from cause
-            if isinstance(cause, ToolError):
-                # Drop the SDK's "Error executing tool X:" prefix: our text starts with its [code].
-                raise ToolError(str(cause)) from None
+            if isinstance(cause, KeyAPIError):
+                raise ToolError(cause.render()) from None
+            if isinstance(exc, UnexpectedToolError):
+                log.error("tool %s failed unexpectedly", name, exc_info=cause)
+                raise ToolError(INTERNAL_ERROR_TEXT) from None
             raise
 
 
@@ -146,8 +159,9 @@ def _validation_text(tool: str, exc: ValidationError) -> str:
     )
 
 
-def _strict(tool: Tool) -> Tool:
-    """Reject unknown arguments: a typo'd `refresh` must not silently serve a stale cache."""
+def _published(tool: Tool) -> Tool:
+    """Reject unknown arguments (a typo'd `refresh` must not silently serve a stale cache) and publish
+    compact schemas (see `keyapi_mcp.schema`)."""
     base = tool.fn_metadata.arg_model
     strict_model = type(
         base.__name__, (base,), {"model_config": ConfigDict(extra="forbid"), "__module__": base.__module__}
@@ -272,37 +286,26 @@ def build_server(
         ] = False,
     ) -> Annotated[CallToolResult, VideoProductsResult]:
         state = ctx.request_context.lifespan_context
-        try:
-            ids = normalize_video_ids(video_ids)
-            if state.service.client is None:
-                raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
+        ids = normalize_video_ids(video_ids)
+        if state.service.client is None:
+            raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
 
-            async def progress(done: int, message: str) -> None:
-                try:
-                    await ctx.report_progress(done, None, message)
-                except Exception:  # progress is best effort; never lose a paid page over it
-                    log.debug("progress notification failed", exc_info=True)
+        async def progress(done: int, message: str) -> None:
+            try:
+                await ctx.report_progress(done, None, message)
+            except Exception:  # progress is best effort; never lose a paid page over it
+                log.debug("progress notification failed", exc_info=True)
 
-            outcome = await state.service.fetch(
-                ids, page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress
-            )
-            usage = await state.store.usage_today()
-            result = build_result(
-                outcome,
-                usage=usage,
-                daily_limit=state.settings.daily_credit_limit,
-                response_format=response_format,
-                demo=state.demo,
-            )
-        except KeyAPIError as exc:
-            raise ToolError(exc.render()) from None
-        except Exception:
-            log.exception("get_video_products failed unexpectedly")
-            raise ToolError(
-                "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server "
-                "log). Pages fetched before it are cached; retry the same call, or get_credit_usage to "
-                "see what was spent."
-            ) from None
+        outcome = await state.service.fetch(
+            ids, page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress
+        )
+        result = build_result(
+            outcome,
+            usage=await state.store.usage_today(),
+            daily_limit=state.settings.daily_credit_limit,
+            response_format=response_format,
+            demo=state.demo,
+        )
         return CallToolResult(
             content=[TextContent(type="text", text=render_text(result))],
             structured_content=result.model_dump(mode="json", exclude_unset=True),
@@ -310,36 +313,17 @@ def build_server(
 
     async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
         state = ctx.request_context.lifespan_context
-        try:
-            usage = await state.store.usage_today()
-            recent = await state.store.recent(10)
-            cached = await state.store.cached_video_count(state.settings.cache_ttl_seconds)
-        except KeyAPIError as exc:
-            raise ToolError(exc.render()) from None
-        now = state.store.now()
-        limit = state.settings.daily_credit_limit
-        report = CreditUsage(
-            demo=state.demo,
-            spent_today=usage.spent,
-            daily_limit=limit or None,
-            remaining_today=max(0, limit - usage.spent) if limit else None,
-            max_credits_per_call=state.settings.max_credits_per_call,
-            resets_at=next_midnight(now).isoformat().replace("+00:00", "Z"),
-            uncertain_today=usage.uncertain,
-            saved_today=usage.saved,
+        usage = await state.store.usage_today()
+        recent = await state.store.recent(10)
+        cached = await state.store.cached_video_count(state.settings.cache_ttl_seconds)
+        report = build_usage(
+            usage,
+            recent,
             cached_videos=cached,
-            recent=[
-                LedgerEntryOut(
-                    at=iso(e.at),
-                    page=e.page,
-                    ids=e.ids_count,
-                    status=e.http_status,
-                    outcome=e.outcome,
-                    charged="uncertain" if e.charged == "reserved" else e.charged,
-                    request_id=e.request_id,
-                )  # type: ignore[arg-type]
-                for e in recent
-            ],
+            daily_limit=state.settings.daily_credit_limit,
+            max_credits_per_call=state.settings.max_credits_per_call,
+            now=state.store.now(),
+            demo=state.demo,
         )
         return CallToolResult(
             content=[TextContent(type="text", text=render_usage(report))],
@@ -347,7 +331,7 @@ def build_server(
         )
 
     tools = [
-        _strict(
+        _published(
             Tool.from_function(
                 get_video_products,
                 name="get_video_products",
@@ -362,7 +346,7 @@ def build_server(
                 ),
             )
         ),
-        _strict(
+        _published(
             Tool.from_function(
                 get_credit_usage,
                 name="get_credit_usage",

@@ -23,7 +23,7 @@ from typing import Any
 
 from keyapi_mcp.client import PAGE_SIZE, Attempt, KeyAPIClient
 from keyapi_mcp.errors import BudgetExceeded, KeyAPIError
-from keyapi_mcp.models import lenient_id
+from keyapi_mcp.models import canonical_id, lenient_id
 from keyapi_mcp.store import CachedVideo, Reservation, Store, canonical_ids, query_key
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,15 @@ class CallBudget:
         await self.store.settle(reservation, attempt)
 
 
+def _take_free(outcome: FetchOutcome, vid: str, rows: list[dict[str, Any]], fetched_at: float) -> None:
+    """Add a complete product list this call did not pay for (cache hit or another call's walk)."""
+    if vid in outcome.videos:
+        return
+    outcome.videos[vid] = VideoData(vid, rows, fetched_at, from_cache=True)
+    outcome.complete_ids.add(vid)
+    outcome.cached_videos += 1
+
+
 def _row_video_id(row: Any) -> str | None:
     return lenient_id(row.get("video_id")) if isinstance(row, dict) else None
 
@@ -111,10 +120,9 @@ def group_rows(ids: Sequence[str], rows: Sequence[Any]) -> tuple[dict[str, list[
     stray = 0
     for row in rows:
         vid = _row_video_id(row)
-        if vid is not None and vid.lstrip("0") in wanted:
-            groups[vid.lstrip("0")].append(row)
-        elif vid is not None and vid in wanted:
-            groups[vid].append(row)
+        key = canonical_id(vid) if vid is not None else None
+        if key in wanted:
+            groups[key].append(row)
         else:
             stray += 1
     return groups, stray
@@ -241,11 +249,7 @@ class ProductsService:
 
     def _take_cached(self, cached: dict[str, CachedVideo], outcome: FetchOutcome) -> None:
         for vid, entry in cached.items():
-            if vid in outcome.videos:
-                continue
-            outcome.videos[vid] = VideoData(vid, entry.rows, entry.fetched_at, from_cache=True)
-            outcome.complete_ids.add(vid)
-            outcome.cached_videos += 1
+            _take_free(outcome, vid, entry.rows, entry.fetched_at)
 
     async def _fetch_round(
         self,
@@ -286,11 +290,8 @@ class ProductsService:
         if theirs:
             shared = await asyncio.gather(*theirs.values(), return_exceptions=True)
             for vid, data in zip(theirs, shared, strict=True):
-                if isinstance(data, VideoData) and vid not in outcome.videos:
-                    # Paid by the call that walked it: free for this one, like a cache hit.
-                    outcome.videos[vid] = VideoData(vid, data.rows, data.fetched_at, from_cache=True)
-                    outcome.complete_ids.add(vid)
-                    outcome.cached_videos += 1
+                if isinstance(data, VideoData):  # paid by the call that walked it: free for this one
+                    _take_free(outcome, vid, data.rows, data.fetched_at)
         if error is not None:
             raise error
         return [v for v in [*theirs, *elsewhere] if v not in outcome.videos]

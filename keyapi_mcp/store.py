@@ -2,8 +2,9 @@
 
 One database file under the state dir, in WAL mode, shared safely by several server processes on one
 machine (Claude Desktop, Claude Code and Cursor each start their own server). The daily limit is
-enforced by reserving a ledger row inside `BEGIN IMMEDIATE` *before* each upstream request: SQLite
-serialises writers across processes, so the count-then-insert cannot interleave and N concurrent
+enforced by reserving a ledger row *before* each upstream request with one conditional INSERT (insert
+only while today's count is under the limit): a write statement holds SQLite's write lock, which
+serialises writers across processes, so the count and the insert cannot interleave and N concurrent
 callers can never exceed the limit. A reservation stays counted until it is settled; a process
 killed mid-request leaves it counted (over-counting by one beats spending blind).
 
@@ -57,6 +58,11 @@ def next_midnight(ts: float) -> datetime:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def dumps_compact(value: Any) -> str:
+    """JSON as stored by both stores: compact, non-ASCII kept as is (emoji are common in rows)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def query_key(video_ids: Iterable[str]) -> str:
@@ -134,7 +140,7 @@ def budget_refusal(spent: int, limit: int, now: float) -> BudgetExceeded:
     reset = next_midnight(now)
     return BudgetExceeded(
         f"The daily credit limit is reached: {spent} of {limit} credits spent today (UTC). "
-        f"It resets at {reset.isoformat().replace('+00:00', 'Z')}.",
+        f"It resets at {iso(reset.timestamp())}.",
         hint="Cached results are still free: repeat earlier calls. To spend more today, raise "
         "KEYAPI_DAILY_CREDIT_LIMIT in the server's environment (0 = no daily limit) and restart it.",
     )
@@ -366,10 +372,7 @@ class SQLiteStore:
     async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None:
         if not videos:
             return
-        payload = [
-            (vid, json.dumps(rows, ensure_ascii=False, separators=(",", ":")), fetched_at)
-            for vid, rows in videos.items()
-        ]
+        payload = [(vid, dumps_compact(rows), fetched_at) for vid, rows in videos.items()]
         self._run(
             lambda conn: conn.executemany(
                 "INSERT INTO videos(video_id, rows, fetched_at) VALUES (?, ?, ?) ON CONFLICT(video_id) DO UPDATE "
@@ -392,7 +395,7 @@ class SQLiteStore:
         return CachedPage(json.loads(row[0]), row[1]) if row else None
 
     async def put_page(self, key: str, page: int, rows: list[Any], fetched_at: float) -> None:
-        data = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+        data = dumps_compact(rows)
         self._run(
             lambda conn: conn.execute(
                 "INSERT INTO pages(query, page, rows, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT(query, page) "

@@ -447,11 +447,6 @@ def test_a_continuation_from_page_one_omits_page_num() -> None:
     assert "page_num" not in text
 
 
-def test_explicit_continue_ids_override_the_pending_ids_in_the_continuation() -> None:
-    text = render_text(build(incomplete_outcome()), continue_ids=[VID_PENDING_2])
-    assert f'get_video_products(video_ids=["{VID_PENDING_2}"], page_num=3)' in text
-
-
 def test_demo_text_starts_with_the_demo_banner() -> None:
     text = render_text(build(full_outcome(), demo=True))
     assert text.splitlines()[0] == DEMO_BANNER

@@ -8,6 +8,7 @@ are never called directly.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ from keyapi_mcp.fake_upstream import (
     mock_transport,
 )
 from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage
+from keyapi_mcp.store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -596,3 +598,24 @@ async def test_the_tool_description_states_the_configured_cache_lifetime(ttl: in
     async with connect(make_settings(OFFLINE_URL, cache_ttl_seconds=ttl)) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     assert said in (tools[TOOL].description or "")
+
+
+class BrokenUsageStore(SQLiteStore):
+    """A store whose usage query has a bug: the kind of failure no error class anticipates."""
+
+    async def usage_today(self):  # type: ignore[override]
+        raise RuntimeError("internal detail that must not reach the model")
+
+
+async def test_an_unexpected_failure_is_logged_and_reported_without_internals(caplog: pytest.LogCaptureFixture):
+    settings = make_settings(OFFLINE_URL)
+    async with connect(settings, demo=True, store=BrokenUsageStore(":memory:")) as client:
+        with caplog.at_level(logging.ERROR):
+            broken = await client.call_tool(TOOL, {"video_ids": [DOCUMENTED_VIDEO_ID]})
+            usage = await client.call_tool("get_credit_usage", {})
+
+    for result in (broken, usage):
+        text = assert_tool_error(result, "upstream_error")
+        assert "unexpected internal error" in text and "internal detail" not in text
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 2 and all(r.exc_info and "internal detail" in str(r.exc_info[1]) for r in logged)
