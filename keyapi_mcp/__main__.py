@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             "(see README); press Ctrl-C to quit.",
             file=sys.stderr,
         )
+    from keyapi_mcp.stdio import run_stdio
+
     with contextlib.suppress(KeyboardInterrupt):
-        server.run("stdio")
+        run_stdio(server, mode=settings.mcp_stdio)
     return 0
 
 

@@ -23,7 +23,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
-from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, LazyAsyncClient, RateLimiter
+from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter, UpstreamPool
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
 from keyapi_mcp.format import build_result, build_usage, render_text, render_usage
@@ -38,7 +38,7 @@ from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
 from keyapi_mcp.store import SQLiteStore, Store
 
-if TYPE_CHECKING:  # httpx is imported on the first upstream request (see LazyAsyncClient)
+if TYPE_CHECKING:  # httpx is imported on the first upstream request (see UpstreamPool)
     import httpx
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,9 @@ def _published(tool: Tool) -> Tool:
     tool.parameters = compact_schema(strict_model.model_json_schema(by_alias=True))
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
+        # Our tools' structured content is the dump of a model they have just built (so valid by construction);
+        # without the model the SDK publishes the schema but skips re-validating that dict on every call.
+        tool.fn_metadata.output_model = None
     return tool
 
 
@@ -194,12 +197,10 @@ def build_server(
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
         # Plain http:// is only accepted for loopback upstreams (config.py): no TLS, so no trust store to load.
         verify = not settings.base_url.startswith("http://")
-        async with LazyAsyncClient(
+        async with UpstreamPool(
             # As many upstream connections as tool calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS).
             connections=max(32, settings.mcp_max_concurrent_calls),
             transport=http_transport,
-            follow_redirects=False,
-            trust_env=False,
             verify=verify,
         ) as http:
             api_key = (
@@ -207,7 +208,7 @@ def build_server(
             )
             base_url = "https://demo.invalid" if demo else settings.base_url
             client = KeyAPIClient(
-                http,  # type: ignore[arg-type]  # only .get() is used
+                http,
                 api_key=api_key,
                 base_url=base_url,
                 rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),

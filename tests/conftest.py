@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,23 @@ def no_secret_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             if any(secret in t for t in texts)
         ]
         assert not leaked, f"the test {' and '.join(leaked)} leaked into {where}"
+
+
+@pytest.fixture
+def command() -> str:
+    """The installed `keyapi-mcp` console script of this environment (the real CLI, as users launch it)."""
+    path = Path(sys.executable).parent / "keyapi-mcp"
+    assert path.is_file(), f"the console script is not installed next to {sys.executable}: pip install -e ."
+    return str(path)
+
+
+@pytest.fixture
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """An explicit environment for a spawned server: nothing from the developer's KEYAPI_* settings leaks in."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "KEYAPI_STATE_DIR": str(tmp_path / "state"),
+    }

@@ -7,7 +7,6 @@ environment, logging, and the MCP protocol on real pipes.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -25,25 +24,6 @@ from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, FakeUp
 from keyapi_mcp.models import CreditUsage
 
 PROCESS_TIMEOUT = 20.0
-
-
-@pytest.fixture
-def command() -> str:
-    path = Path(sys.executable).parent / "keyapi-mcp"
-    assert path.is_file(), f"the console script is not installed next to {sys.executable}: pip install -e ."
-    return str(path)
-
-
-@pytest.fixture
-def base_env(tmp_path: Path) -> dict[str, str]:
-    """An explicit environment: nothing from the developer's KEYAPI_* settings leaks in."""
-    home = tmp_path / "home"
-    home.mkdir()
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(home),
-        "KEYAPI_STATE_DIR": str(tmp_path / "e2e-state"),
-    }
 
 
 def run_cli(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -1,44 +1,81 @@
-"""The upstream HTTP clients: created on first use, requests spread over small pools."""
+"""The upstream connection pools: created on first use, requests spread over small pools."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from typing import Any
 
 import httpx
 import pytest
+import respx
 
-from keyapi_mcp.client import LazyAsyncClient
+from keyapi_mcp.client import UpstreamPool
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_no_http_client_exists_until_the_first_upstream_request() -> None:
+async def test_no_pool_exists_until_the_first_upstream_request() -> None:
     seen: list[str] = []
     transport = httpx.MockTransport(lambda request: seen.append(str(request.url)) or httpx.Response(200))
-    async with LazyAsyncClient(connections=12, shard_size=4, transport=transport) as http:
-        assert http._clients == []
+    async with UpstreamPool(connections=12, shard_size=4, transport=transport) as http:
+        assert http._transports == []
         await http.get("http://127.0.0.1:9/a")
-        assert len(http._clients) == 1  # an injected transport is one pool: one client
+        assert http._transports == [transport]  # an injected transport is one pool: the only one
     assert seen == ["http://127.0.0.1:9/a"]
 
 
 async def test_connections_are_split_into_small_fully_kept_alive_pools_used_in_turn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    made: list[httpx.AsyncClient] = []
-    used: list[int] = []
-    original = httpx.AsyncClient.__init__
+    made: list[httpx.AsyncHTTPTransport] = []
+    used: list[httpx.AsyncHTTPTransport] = []
+    original_init = httpx.AsyncHTTPTransport.__init__
 
-    def record(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+    def record(self: httpx.AsyncHTTPTransport, *args: Any, **kwargs: Any) -> None:
         assert kwargs["limits"].max_connections == kwargs["limits"].max_keepalive_connections == 4
-        kwargs["transport"] = httpx.MockTransport(lambda request: httpx.Response(204))
-        original(self, *args, **kwargs)
+        assert kwargs["trust_env"] is False
+        original_init(self, *args, **kwargs)
         made.append(self)
 
-    monkeypatch.setattr(httpx.AsyncClient, "__init__", record)
-    async with LazyAsyncClient(connections=12, shard_size=4, verify=False) as http:
+    async def answer(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
+        used.append(self)
+        return httpx.Response(204)
+
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "__init__", record)
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", answer)
+    async with UpstreamPool(connections=12, shard_size=4, verify=False) as http:
         for _ in range(7):
             await http.get("http://127.0.0.1:9/")
-            used.append((http._next - 1) % 3)
     assert len(made) == 3
-    assert used == [0, 1, 2, 0, 1, 2, 0]
+    # One TLS context shared by every pool.
+    assert len({id(t._pool._ssl_context) for t in made}) == 1
+    assert used == [made[0], made[1], made[2], made[0], made[1], made[2], made[0]]
+
+
+async def test_get_sends_params_headers_and_timeouts_and_returns_a_read_decoded_response() -> None:
+    body = json.dumps({"code": 0, "data": []}).encode()
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.get("https://api.example.test/x").mock(
+            return_value=httpx.Response(200, content=gzip.compress(body), headers={"Content-Encoding": "gzip"})
+        )
+        async with UpstreamPool(connections=2) as http:
+            response = await http.get(
+                "https://api.example.test/x",
+                params={"video_ids": "1,2", "page_num": 1},
+                headers={"Authorization": "Bearer k"},
+                timeout=(1.0, 2.0, 3.0, 4.0),
+            )
+    sent = route.calls.last.request
+    assert sent.url.params["video_ids"] == "1,2" and sent.url.params["page_num"] == "1"
+    assert sent.headers["Authorization"] == "Bearer k"
+    assert sent.extensions["timeout"] == {"connect": 1.0, "read": 2.0, "write": 3.0, "pool": 4.0}
+    assert response.status_code == 200
+    assert response.content == body  # read, and decoded from gzip
+    assert response.request is sent or response.request.url == sent.url
+
+
+async def test_a_refused_connection_is_httpx_connect_error() -> None:
+    async with UpstreamPool(connections=1, verify=False) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get("http://127.0.0.1:9/", timeout=(2.0, 2.0, 2.0, 2.0))
