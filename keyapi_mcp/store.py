@@ -18,6 +18,7 @@ short and run inline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
+# Credits the cache saved are a statistic, not the ledger: written at most this late, in one batch, so a cached
+# answer costs no write transaction of its own. Reserved and settled credits are never batched.
+SAVED_FLUSH_SECONDS = 1.0
 LEDGER_KEEP_DAYS = 35
 COUNTED = ("reserved", "yes", "uncertain")
 
@@ -222,6 +226,8 @@ class SQLiteStore:
         self.description = f"SQLite state database {self.path}"
         self._clock = clock
         self._lock = threading.Lock()
+        self._unsaved: dict[str, int] = {}  # UTC day -> saved credits not written yet (see SAVED_FLUSH_SECONDS)
+        self._flush_timer: asyncio.TimerHandle | None = None
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +334,8 @@ class SQLiteStore:
             saved = conn.execute("SELECT credits FROM savings WHERE day = ?", (day,)).fetchone()
             spent = sum(int(rows.get(k, 0)) for k in COUNTED)
             uncertain = int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0))
-            return DayUsage(spent=spent, uncertain=uncertain, saved=int(saved[0]) if saved else 0)
+            saved_total = (int(saved[0]) if saved else 0) + self._unsaved.get(day, 0)
+            return DayUsage(spent=spent, uncertain=uncertain, saved=saved_total)
 
         return self._run(read)
 
@@ -343,16 +350,33 @@ class SQLiteStore:
         return [LedgerEntry(*row) for row in rows]
 
     async def add_saved(self, credits: int) -> None:
+        """Count credits the cache saved; this process sees them at once, others within SAVED_FLUSH_SECONDS."""
         if credits <= 0:
             return
         day = utc_day(self._clock())
-        self._run(
-            lambda conn: conn.execute(
-                "INSERT INTO savings(day, credits) VALUES (?, ?) "
-                "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits",
-                (day, credits),
-            ),
-        )
+        self._unsaved[day] = self._unsaved.get(day, 0) + credits
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(SAVED_FLUSH_SECONDS, self.flush_saved)
+
+    def flush_saved(self) -> None:
+        """Write the batched savings now (also on close). A failure loses only the statistic, never a call."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        pending, self._unsaved = self._unsaved, {}
+        if not pending:
+            return
+        try:
+            self._run(
+                lambda conn: conn.executemany(
+                    "INSERT INTO savings(day, credits) VALUES (?, ?) "
+                    "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits",
+                    list(pending.items()),
+                ),
+                txn=len(pending) > 1,
+            )
+        except StateStoreError as exc:
+            log.warning("could not record %d saved credit(s): %s", sum(pending.values()), exc)
 
     # -- cache ----------------------------------------------------------------------------------
 
@@ -441,5 +465,6 @@ class SQLiteStore:
         return None
 
     async def close(self) -> None:
+        self.flush_saved()
         with self._lock:
             self._conn.close()

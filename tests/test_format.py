@@ -502,3 +502,35 @@ def test_concise_text_is_far_smaller_than_the_raw_upstream_json() -> None:
         assert vid in text
         for row in rows:
             assert row["product_id"] in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Built videos are memoised: same answer, different source, changed rows
+
+
+def test_a_repeated_build_is_identical_and_only_the_source_follows_the_call() -> None:
+    rows = [video_row(VID_C, "p1", 10, 100.0), {"video_id": VID_C}]  # the second row has no product_id
+    fresh, fresh_warnings = build_video(VideoData(VID_C, rows, FETCHED_AT, from_cache=False), "concise")
+    again, again_warnings = build_video(VideoData(VID_C, json.loads(json.dumps(rows)), FETCHED_AT, True), "concise")
+    assert (fresh.source, again.source) == ("upstream", "cache")
+    assert again.model_dump(exclude={"source"}) == fresh.model_dump(exclude={"source"})
+    assert again_warnings == fresh_warnings and len(fresh_warnings) == 1
+    third, _ = build_video(VideoData(VID_C, rows, FETCHED_AT, from_cache=False), "concise")
+    assert third.source == "upstream" and fresh.source == "upstream"  # the memoised entry is never changed
+
+
+def test_changed_rows_under_the_same_id_and_fetch_time_are_built_again() -> None:
+    before, _ = build_video(VideoData(VID_C, [video_row(VID_C, "p1", 10, 100.0)], FETCHED_AT, True), "concise")
+    changed = [video_row(VID_C, "p1", 11, 100.0), video_row(VID_C, "p2", 1, 5.0)]
+    after, _ = build_video(VideoData(VID_C, changed, FETCHED_AT, True), "concise")
+    assert before.units_sold == 10
+    assert after.units_sold == 12 and [p.product_id for p in after.products] == ["p1", "p2"]
+    detailed, _ = build_video(VideoData(VID_C, changed, FETCHED_AT, True), "detailed")
+    assert detailed.description is None and "description" in detailed.model_fields_set
+
+
+def test_rows_with_unhashable_values_are_built_every_time() -> None:
+    rows = [video_row(VID_C, "p1", 10, 100.0, hash_tag=["#a"])]
+    first, _ = build_video(VideoData(VID_C, rows, FETCHED_AT, True), "concise")
+    second, _ = build_video(VideoData(VID_C, rows, FETCHED_AT, True), "concise")
+    assert first == second and first is not second

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from helpers import RESET_AT, T0, TEST_API_KEY, Clock
 
+from keyapi_mcp import store as store_module
 from keyapi_mcp.client import Attempt, KeyAPIClient, RateLimiter
 from keyapi_mcp.errors import BudgetExceeded, StateStoreError
 from keyapi_mcp.service import CallBudget
@@ -157,6 +158,35 @@ async def test_savings_accumulate_per_utc_day(store: SQLiteStore, clock: Clock):
 
     clock.now += 86_400
     assert (await store.usage_today()).saved == 0
+
+
+@pytest.mark.anyio
+async def test_savings_are_batched_but_reach_another_process_within_the_flush_delay(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(store_module, "SAVED_FLUSH_SECONDS", 0.05)
+    mine, other = SQLiteStore.in_dir(tmp_path, clock=clock), SQLiteStore.in_dir(tmp_path, clock=clock)
+    await mine.add_saved(2)
+    await mine.add_saved(1)
+    assert (await mine.usage_today()).saved == 3  # at once for the process that saved them
+    assert (await other.usage_today()).saved == 0  # not written yet: no write transaction per cached answer
+    await anyio.sleep(0.3)
+    assert (await other.usage_today()).saved == 3
+    assert (await mine.usage_today()).saved == 3  # counted once, not pending and written
+
+
+@pytest.mark.anyio
+async def test_a_savings_write_that_fails_loses_the_statistic_not_the_call(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+):
+    await store.add_saved(4)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise StateStoreError("disk full")
+
+    store._run = broken  # type: ignore[method-assign]
+    store.flush_saved()
+    assert "could not record 4 saved credit(s)" in caplog.text
 
 
 @pytest.mark.anyio
