@@ -76,9 +76,9 @@ def _first(rows: Sequence[UpstreamRow], attr: str) -> object:
 
 # Built videos of recent answers, by (video id, fetched_at, format, fingerprint of the raw rows). Asking again
 # about the same videos is the common case (follow-up questions, the cache hit after a fetch), and building is
-# most of what a cached answer costs (~0.15 ms of parsing and deriving per video). Small: ~32 × a few KB.
+# most of what a cached answer costs (~0.15 ms of parsing and deriving per video). Small: 16 entries of ~15 KB each.
 _BUILT: OrderedDict[tuple[str, float, str, int], tuple[VideoOut, tuple[str, ...]]] = OrderedDict()
-_BUILT_MAX = 32
+_BUILT_MAX = 16
 
 
 def _fingerprint(rows: Sequence[object]) -> int | None:

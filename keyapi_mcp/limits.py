@@ -41,15 +41,21 @@ class CallSlots:
         if self._limiter is None:  # created lazily, inside the event loop that serves the calls
             self._limiter = anyio.CapacityLimiter(self.total)
         token = object()  # one borrower per call, even when calls share a task
-        with anyio.move_on_after(self.wait_seconds) as waited:
-            await self._limiter.acquire_on_behalf_of(token)
-        if waited.cancelled_caught:
-            raise ServerBusy(
-                f"keyapi-mcp is busy: all {self.total} tool-call slots (KEYAPI_MCP_MAX_CONCURRENT_CALLS) stayed "
-                f"in use for {self.wait_seconds:g} s.",
-                hint="Retry in a few seconds; nothing was charged for this call.",
-            )
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(token)  # a free slot: no timer to set up (most calls)
+        except anyio.WouldBlock:
+            with anyio.move_on_after(self.wait_seconds) as waited:
+                await self._limiter.acquire_on_behalf_of(token)
+            if waited.cancelled_caught:
+                raise self._busy() from None
         try:
             yield
         finally:
             self._limiter.release_on_behalf_of(token)
+
+    def _busy(self) -> ServerBusy:
+        return ServerBusy(
+            f"keyapi-mcp is busy: all {self.total} tool-call slots (KEYAPI_MCP_MAX_CONCURRENT_CALLS) stayed "
+            f"in use for {self.wait_seconds:g} s.",
+            hint="Retry in a few seconds; nothing was charged for this call.",
+        )

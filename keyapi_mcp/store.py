@@ -328,13 +328,17 @@ class SQLiteStore:
         day = utc_day(self._clock())
 
         def read(conn: sqlite3.Connection) -> DayUsage:
+            # One statement (it runs on every tool call): the day's ledger counts plus its savings row.
             rows = dict(
-                conn.execute("SELECT charged, COUNT(*) FROM ledger WHERE day = ? GROUP BY charged", (day,)).fetchall()
+                conn.execute(
+                    "SELECT charged, COUNT(*) FROM ledger WHERE day = ? GROUP BY charged "
+                    "UNION ALL SELECT ' saved', credits FROM savings WHERE day = ?",
+                    (day, day),
+                ).fetchall()
             )
-            saved = conn.execute("SELECT credits FROM savings WHERE day = ?", (day,)).fetchone()
             spent = sum(int(rows.get(k, 0)) for k in COUNTED)
             uncertain = int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0))
-            saved_total = (int(saved[0]) if saved else 0) + self._unsaved.get(day, 0)
+            saved_total = int(rows.get(" saved", 0)) + self._unsaved.get(day, 0)
             return DayUsage(spent=spent, uncertain=uncertain, saved=saved_total)
 
         return self._run(read)
