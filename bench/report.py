@@ -192,6 +192,10 @@ def chart(r: dict[str, Any], path: Path) -> None:
 
     ax = axes[1][1]
     ratios: list[tuple[str, float, float, bool]] = []  # label, value, bar, higher_is_better ("(..)" = reference)
+    lat = r.get("stdio", {}).get("latency")
+    if lat:
+        ratios.append(("uncached call ×direct GET (0 ms)", lat["uncached_p50_vs_direct"], 2.5, False))
+        ratios.append(("cached call ×direct GET (0 ms)", lat["cached_p50_vs_direct"], 1.5, False))
     cs = r.get("stdio", {}).get("cold_start")
     if cs:
         ratios.append(("cold start ×minimal", cs["keyapi_vs_minimal"], 1.10, False))

@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,8 @@ BUSY_TIMEOUT_MS = 10_000
 # Credits the cache saved are a statistic, not the ledger: written at most this late, in one batch, so a cached
 # answer costs no write transaction of its own. Reserved and settled credits are never batched.
 SAVED_FLUSH_SECONDS = 1.0
+# Complete product lists kept decoded in memory after a read or write (see SQLiteStore._check_others).
+HOT_VIDEOS = 8
 LEDGER_KEEP_DAYS = 35
 COUNTED = ("reserved", "yes", "uncertain")
 
@@ -228,6 +231,10 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._unsaved: dict[str, int] = {}  # UTC day -> saved credits not written yet (see SAVED_FLUSH_SECONDS)
         self._flush_timer: asyncio.TimerHandle | None = None
+        # Hot copies of what this connection last read or wrote, valid while no other connection commits.
+        self._data_version: int | None = None
+        self._hot_videos: OrderedDict[str, CachedVideo] = OrderedDict()
+        self._hot_usage: tuple[str, DayUsage] | None = None  # (UTC day, the database's figures for it)
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -248,6 +255,7 @@ class SQLiteStore:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             apply_migrations(self._conn, clock())
+            self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
             raise StoreOpenError(
                 f"Cannot open the state database {self.path}: {exc}. Move the file aside (the ledger "
@@ -289,6 +297,25 @@ class SQLiteStore:
                     "and not full (KEYAPI_STATE_DIR), then retry.",
                 ) from None
 
+    def _check_others(self, conn: sqlite3.Connection) -> None:
+        """Forget every hot copy if any other connection (another server process) committed since we last looked.
+
+        `PRAGMA data_version` changes exactly when another connection has committed to the file, never for our
+        own writes (those update or drop the hot copies themselves), and costs ~3 µs: so a repeated question
+        is answered from memory without decoding the same rows again, yet always agrees with the database.
+        """
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._hot_videos.clear()
+            self._hot_usage = None
+
+    def _remember(self, entry: CachedVideo) -> None:
+        self._hot_videos[entry.video_id] = entry
+        self._hot_videos.move_to_end(entry.video_id)
+        if len(self._hot_videos) > HOT_VIDEOS:
+            self._hot_videos.popitem(last=False)
+
     # -- ledger ---------------------------------------------------------------------------------
 
     async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation:
@@ -312,12 +339,14 @@ class SQLiteStore:
                 ).fetchone()[0]
             )
 
+        self._hot_usage = None
         result = self._run(reserve_one)
         if isinstance(result, int):
             raise budget_refusal(result, daily_limit, now)
         return result
 
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None:
+        self._hot_usage = None
         self._run(
             lambda conn: conn.execute(
                 "UPDATE ledger SET http_status = ?, outcome = ?, charged = ?, request_id = ? WHERE id = ?",
@@ -329,7 +358,10 @@ class SQLiteStore:
         day = utc_day(self._clock())
 
         def read(conn: sqlite3.Connection) -> DayUsage:
-            # One statement (it runs on every tool call): the day's ledger counts plus its savings row.
+            self._check_others(conn)
+            if self._hot_usage is not None and self._hot_usage[0] == day:
+                return self._hot_usage[1]
+            # One statement: the day's ledger counts plus its savings row.
             rows = dict(
                 conn.execute(
                     "SELECT charged, COUNT(*) FROM ledger WHERE day = ? GROUP BY charged "
@@ -339,10 +371,12 @@ class SQLiteStore:
             )
             spent = sum(int(rows.get(k, 0)) for k in COUNTED)
             uncertain = int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0))
-            saved_total = int(rows.get(" saved", 0)) + self._unsaved.get(day, 0)
-            return DayUsage(spent=spent, uncertain=uncertain, saved=saved_total)
+            usage = DayUsage(spent=spent, uncertain=uncertain, saved=int(rows.get(" saved", 0)))
+            self._hot_usage = (day, usage)
+            return usage
 
-        return self._run(read)
+        stored: DayUsage = self._run(read)
+        return DayUsage(stored.spent, stored.uncertain, stored.saved + self._unsaved.get(day, 0))
 
     async def recent(self, limit: int = 10) -> list[LedgerEntry]:
         rows = self._run(
@@ -371,6 +405,7 @@ class SQLiteStore:
         pending, self._unsaved = self._unsaved, {}
         if not pending:
             return
+        self._hot_usage = None
         try:
             self._run(
                 lambda conn: conn.executemany(
@@ -389,27 +424,50 @@ class SQLiteStore:
         if not video_ids or max_age <= 0:
             return {}
         since = self._clock() - max_age
-        marks = ",".join("?" * len(video_ids))
-        rows = self._run(
-            lambda conn: conn.execute(
-                f"SELECT video_id, rows, fetched_at FROM videos WHERE video_id IN ({marks}) AND fetched_at > ?",
-                (*video_ids, since),
-            ).fetchall()
-        )
-        return {vid: CachedVideo(vid, json.loads(data), fetched) for vid, data, fetched in rows}
+
+        def read(conn: sqlite3.Connection) -> dict[str, CachedVideo]:
+            self._check_others(conn)
+            found: dict[str, CachedVideo] = {}
+            missing: list[str] = []
+            for vid in video_ids:
+                hot = self._hot_videos.get(vid)
+                if hot is not None and hot.fetched_at > since:
+                    self._hot_videos.move_to_end(vid)
+                    found[vid] = hot
+                else:
+                    missing.append(vid)
+            if missing:
+                marks = ",".join("?" * len(missing))
+                for vid, data, fetched in conn.execute(
+                    f"SELECT video_id, rows, fetched_at FROM videos WHERE video_id IN ({marks}) AND fetched_at > ?",
+                    (*missing, since),
+                ).fetchall():
+                    found[vid] = CachedVideo(vid, json.loads(data), fetched)
+                    self._remember(found[vid])
+            return found
+
+        return self._run(read)
 
     async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None:
         if not videos:
             return
         payload = [(vid, dumps_compact(rows), fetched_at) for vid, rows in videos.items()]
-        self._run(
-            lambda conn: conn.executemany(
-                "INSERT INTO videos(video_id, rows, fetched_at) VALUES (?, ?, ?) ON CONFLICT(video_id) DO UPDATE "
-                "SET rows = excluded.rows, fetched_at = excluded.fetched_at WHERE excluded.fetched_at >= fetched_at",
-                payload,
-            ),
-            txn=len(payload) > 1,  # several videos of one walk become visible together
-        )
+
+        def write(conn: sqlite3.Connection) -> list[str]:
+            stored = []
+            for vid, data, fetched in payload:
+                cur = conn.execute(
+                    "INSERT INTO videos(video_id, rows, fetched_at) VALUES (?, ?, ?) ON CONFLICT(video_id) "
+                    "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at "
+                    "WHERE excluded.fetched_at >= fetched_at",
+                    (vid, data, fetched),
+                )
+                if cur.rowcount == 1:  # 0: a newer list is already stored (by another connection); keep that
+                    stored.append(vid)
+            return stored
+
+        for vid in self._run(write, txn=len(payload) > 1):  # several videos of one walk become visible together
+            self._remember(CachedVideo(vid, videos[vid], fetched_at))
 
     async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None:
         if max_age <= 0:
@@ -455,6 +513,8 @@ class SQLiteStore:
             conn.execute("DELETE FROM savings WHERE day < ?", (old_day,))
 
         self._run(txn, txn=True)
+        self._hot_videos.clear()
+        self._hot_usage = None
 
     # -- single-flight -------------------------------------------------------------------------
 

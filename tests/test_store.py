@@ -494,3 +494,71 @@ def test_the_cli_exits_with_one_stderr_line_when_the_state_database_is_corrupt(t
     assert len(lines) == 1, done.stderr
     assert "state database" in lines[0] and "KEYAPI_STATE_DIR" in lines[0]
     assert TEST_API_KEY not in done.stderr
+
+
+# -- hot copies: repeated reads from memory, always in agreement with the database ------------------
+
+
+def _row(vid: str, product: str) -> dict[str, str]:
+    return {"video_id": vid, "product_id": product}
+
+
+def _statements(store: SQLiteStore) -> list[str]:
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    return seen
+
+
+@pytest.mark.anyio
+async def test_a_repeated_read_is_answered_from_memory_after_one_version_check(store: SQLiteStore):
+    await store.put_videos({"11": [_row("11", "1")], "22": [_row("22", "2")]}, T0)
+    seen = _statements(store)
+    first = await store.get_videos(["11", "22"], max_age=3600)
+    second = await store.get_videos(["22", "11"], max_age=3600)
+    assert {v: e.rows for v, e in first.items()} == {"11": [_row("11", "1")], "22": [_row("22", "2")]}
+    assert second == first
+    assert seen == ["PRAGMA data_version", "PRAGMA data_version"]  # no SELECT, nothing decoded again
+    usage = await store.usage_today()
+    assert await store.usage_today() == usage
+    assert sum("FROM ledger" in statement for statement in seen) == 1
+
+
+@pytest.mark.anyio
+async def test_another_process_writing_a_newer_list_is_seen_on_the_next_read(tmp_path: Path, clock: Clock):
+    mine, other = SQLiteStore.in_dir(tmp_path, clock=clock), SQLiteStore.in_dir(tmp_path, clock=clock)
+    await mine.put_videos({"11": [_row("11", "old")]}, T0)
+    assert (await mine.get_videos(["11"], max_age=3600))["11"].rows == [_row("11", "old")]
+    await other.put_videos({"11": [_row("11", "new")]}, T0 + 10)
+    got = (await mine.get_videos(["11"], max_age=3600))["11"]
+    assert (got.rows, got.fetched_at) == ([_row("11", "new")], T0 + 10)
+
+
+@pytest.mark.anyio
+async def test_an_older_list_written_after_a_newer_one_never_becomes_the_hot_copy(tmp_path: Path, clock: Clock):
+    mine, other = SQLiteStore.in_dir(tmp_path, clock=clock), SQLiteStore.in_dir(tmp_path, clock=clock)
+    await mine.get_videos(["11"], max_age=3600)  # the version this store last saw
+    await other.put_videos({"11": [_row("11", "new")]}, T0 + 10)
+    await mine.put_videos({"11": [_row("11", "old")]}, T0)  # a slower walk that started earlier: not stored
+    got = (await mine.get_videos(["11"], max_age=3600))["11"]
+    assert (got.rows, got.fetched_at) == ([_row("11", "new")], T0 + 10)
+
+
+@pytest.mark.anyio
+async def test_hot_copies_expire_with_the_cache_and_stay_few(store: SQLiteStore, clock: Clock):
+    await store.put_videos({str(n): [_row(str(n), "1")] for n in range(store_module.HOT_VIDEOS + 5)}, T0)
+    assert len(store._hot_videos) == store_module.HOT_VIDEOS
+    assert set(await store.get_videos(["0", "1", "30"], max_age=3600)) == {"0", "1"}  # evicted ones come from disk
+    clock.now = T0 + 3601
+    assert await store.get_videos(["0", "1"], max_age=3600) == {}
+
+
+@pytest.mark.anyio
+async def test_day_usage_follows_this_and_other_processes_spending(tmp_path: Path, clock: Clock):
+    mine, other = SQLiteStore.in_dir(tmp_path, clock=clock), SQLiteStore.in_dir(tmp_path, clock=clock)
+    assert (await mine.usage_today()).spent == 0
+    first = await mine.reserve(ids_count=1, page=1, daily_limit=10)
+    assert (await mine.usage_today()).spent == 1
+    await other.settle(await other.reserve(ids_count=1, page=1, daily_limit=10), ok())
+    assert (await mine.usage_today()).spent == 2
+    await mine.settle(first, rejected())
+    assert (await mine.usage_today()).spent == 1
