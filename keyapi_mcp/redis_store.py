@@ -379,6 +379,9 @@ class RedisStore:
         pipe.expire(key, _KEEP_SECONDS)
         await self._call(pipe.execute())
 
+    def flush_saved(self) -> None:
+        """Nothing to flush: each saving is written at once (one pipelined round trip)."""
+
     # -- cache ----------------------------------------------------------------------------------
 
     async def get_videos(self, video_ids: Sequence[str], max_age: float) -> dict[str, CachedVideo]:

@@ -228,6 +228,7 @@ def build_server(
             try:
                 yield AppState(settings=settings, service=service, store=state_store, demo=demo)
             finally:
+                state_store.flush_saved()  # a store passed in is closed by its owner; the statistic is written now
                 if own_store:
                     await state_store.close()
 

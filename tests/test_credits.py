@@ -609,6 +609,17 @@ async def test_get_credit_usage_reports_spent_limit_remaining_reset_uncertain_sa
     assert "12/20" in text and RESET_AT in text
 
 
+async def test_credits_saved_in_a_session_are_written_when_the_server_stops(tmp_path: Path):
+    data = videos_with(3)
+    store = SQLiteStore.in_dir(tmp_path / "state", clock=Clock())
+    async with connect(make_settings(), transport=mock_transport(FakeUpstream(data)), store=store) as client:
+        await fetch(client, list(data))
+        await fetch(client, list(data))  # answered from the cache: saves 1, batched in memory
+
+    other_process = SQLiteStore.in_dir(tmp_path / "state", clock=Clock())
+    assert (await other_process.usage_today()).saved == 1
+
+
 async def test_without_a_daily_limit_remaining_today_is_null_everywhere(tmp_path: Path):
     data = videos_with(2)
     store = SQLiteStore.in_dir(tmp_path / "state", clock=Clock())
