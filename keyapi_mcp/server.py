@@ -228,9 +228,10 @@ def build_server(
             try:
                 yield AppState(settings=settings, service=service, store=state_store, demo=demo)
             finally:
-                state_store.flush_saved()  # a store passed in is closed by its owner; the statistic is written now
                 if own_store:
                     await state_store.close()
+                else:  # closed by its owner, maybe never (the CLI's lives until exit): write the statistic now
+                    state_store.flush_saved()
 
     async def get_video_products(
         video_ids: Annotated[

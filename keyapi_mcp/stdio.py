@@ -60,7 +60,8 @@ def run_stdio(server: MCPServer[Any], *, mode: Literal["native", "sdk"] = "nativ
     Synchronous like the SDK's entry, so the CLI swaps one call. Falls back to exactly that entry whenever
     the native path is not known to be safe, or the standard descriptors cannot be claimed.
     """
-    reason = native_refusal(mode)
+    kinds: list[str] = []  # filled by native_refusal: what fds 0 and 1 are, for the log line
+    reason = native_refusal(mode, kinds)
     claim: _StdClaim | None = None
     if reason is None:
         try:
@@ -71,15 +72,17 @@ def run_stdio(server: MCPServer[Any], *, mode: Literal["native", "sdk"] = "nativ
         log.debug("stdio transport: the SDK's (%s)", reason)
         server.run("stdio")
         return
-    log.debug("stdio transport: native asyncio (stdin: %s, stdout: %s)", claim.kinds[0], claim.kinds[1])
+    log.debug("stdio transport: native asyncio (stdin: %s, stdout: %s)", *kinds)
     try:
         anyio.run(serve_pipes, server, claim.wire_in, claim.wire_out, backend="asyncio")
     finally:
         claim.release()
 
 
-def native_refusal(mode: Literal["native", "sdk"] = "native") -> str | None:
+def native_refusal(mode: Literal["native", "sdk"] = "native", kinds: list[str] | None = None) -> str | None:
     """Why the native transport must not serve this process's stdio, or None when it may.
+
+    When it may, `kinds` (if given) receives what fds 0 and 1 are ("pipe" or "socket").
 
     A terminal or a regular file cannot be watched by an event loop (a tty also has line-discipline
     subtleties the SDK's blocking reads handle), and Windows has no such pipe support in asyncio's
@@ -89,10 +92,12 @@ def native_refusal(mode: Literal["native", "sdk"] = "native") -> str | None:
         return f"{ENV_SWITCH}=sdk"
     if sys.platform == "win32":
         return "Windows"
-    for fd, name in ((0, "stdin"), (1, "stdout")):
-        kind = _wire_kind(fd)
+    found = [_wire_kind(0), _wire_kind(1)]
+    for name, kind in zip(("stdin", "stdout"), found, strict=True):
         if kind not in ("pipe", "socket"):
             return f"{name} is {kind}"
+    if kinds is not None:
+        kinds.extend(found)
     return None
 
 
@@ -140,7 +145,6 @@ class _StdClaim:
     def __init__(self) -> None:
         self.wire_in = -1
         self.wire_out = -1
-        self.kinds = (_wire_kind(0), _wire_kind(1))
 
     @classmethod
     def acquire(cls) -> _StdClaim:
