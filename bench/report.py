@@ -79,6 +79,21 @@ def table(r: dict[str, Any]) -> str:
                 + _ok(lat["bars"]["uncached p50 ≤ 2.5× direct GET"] and lat["bars"]["cached p50 ≤ 1.5× direct GET"]),
             )
         )
+        w = lat.get("wire")
+        if w:
+            rows.append(
+                (
+                    f"the same calls at the wire (bare JSON-RPC client), upstream {up} ms",
+                    "",
+                    "",
+                    f"uncached {w['uncached']['p50_ms']:.1f} / {w['uncached']['p95_ms']:.1f}; "
+                    f"cached {w['cached']['p50_ms']:.1f} / {w['cached']['p95_ms']:.1f}",
+                    "echo {p50_ms:.1f} / {p95_ms:.1f}".format(**w["echo"]),
+                    f"uncached {_x(w['uncached_p50_vs_direct'])}, cached {_x(w['cached_p50_vs_direct'])} direct "
+                    f"(echo {_x(w['echo_p50_vs_direct'])})",
+                    "reference: the server without the SDK client's own cost",
+                )
+            )
     cs = r.get("stdio", {}).get("cold_start")
     if cs:
         m = cs["median_ms"]
@@ -196,6 +211,9 @@ def chart(r: dict[str, Any], path: Path) -> None:
     if lat:
         ratios.append(("uncached call ×direct GET (0 ms)", lat["uncached_p50_vs_direct"], 2.5, False))
         ratios.append(("cached call ×direct GET (0 ms)", lat["cached_p50_vs_direct"], 1.5, False))
+        if lat.get("wire"):
+            ratios.append(("  (uncached at the wire)", lat["wire"]["uncached_p50_vs_direct"], 2.5, False))
+            ratios.append(("  (cached at the wire)", lat["wire"]["cached_p50_vs_direct"], 1.5, False))
     cs = r.get("stdio", {}).get("cold_start")
     if cs:
         ratios.append(("cold start ×minimal", cs["keyapi_vs_minimal"], 1.10, False))

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,27 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 POOL_SHARD_SIZE = 8  # connections per upstream httpx pool (see UpstreamPool)
 
 Charged = Literal["yes", "no", "uncertain"]
+
+
+def _httpx() -> Any:
+    """`import httpx`, without the command-line client httpx's package tries to load at import.
+
+    httpx's `__init__` attempts `from ._main import main` (its CLI), which imports click and pygments
+    whenever they are installed (pygments comes with pytest, IPython, rich, …) and only then gives up for
+    lack of rich: ~0.7 MB of RSS and a few ms for a module a server never runs. An absent `httpx._main`
+    makes that attempt fail at once; httpx then defines its stub `main`, as it does without the extras.
+    """
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # the documented "not importable" marker
+        try:
+            import httpx
+        finally:
+            if sys.modules.get("httpx._main", ...) is None:
+                del sys.modules["httpx._main"]
+        return httpx
+    import httpx
+
+    return httpx
 
 
 @dataclass(frozen=True)
@@ -247,7 +269,7 @@ class UpstreamPool:
         self._next = 0
 
     def _open(self) -> list[httpx.AsyncBaseTransport]:
-        import httpx
+        httpx = _httpx()
 
         if self._injected is not None:
             return [self._injected]
@@ -268,7 +290,7 @@ class UpstreamPool:
         timeout: tuple[float, float, float, float] = (10.0, 30.0, 30.0, 30.0),  # noqa: ASYNC109
     ) -> httpx.Response:
         """GET `url` and read the whole body; the response is closed when this returns."""
-        import httpx
+        httpx = _httpx()
 
         if not self._transports:
             self._transports = self._open()
@@ -368,7 +390,7 @@ class KeyAPIClient:
 
     async def _attempt(self, video_ids: Sequence[str], page_num: int, gate: CreditGate) -> Page:
         params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
-        import httpx
+        httpx = _httpx()
 
         ids_count = len(video_ids)
         reservation = await gate.reserve(ids_count, page_num)

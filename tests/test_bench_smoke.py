@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import credits, report, tokens
-from bench.common import dataset
+from bench.common import dataset, fake_upstream
+from bench.stdio import keyapi_params, minimal_params
+from bench.wire import WireClient
 
 
 @pytest.mark.anyio
@@ -64,3 +68,21 @@ def test_token_counter_is_deterministic_and_grows_with_the_text(monkeypatch: pyt
 
     assert tokens.count_tokens(text) == tokens.count_tokens(text) > 0
     assert tokens.count_tokens(text * 3) > tokens.count_tokens(text)
+
+
+@pytest.mark.anyio
+async def test_the_wire_client_gets_real_answers_from_keyapi_mcp_and_the_minimal_server(tmp_path: Path) -> None:
+    data = dataset(4, seed=2)
+    vid = next(v for v, rows in data.items() if rows)
+    with fake_upstream(data) as upstream:
+        async with WireClient.spawn(keyapi_params(upstream.url, tmp_path)) as wire:
+            first = await wire.call_tool("get_video_products", {"video_ids": [vid]})
+            again = await wire.call_tool("get_video_products", {"video_ids": [vid]})
+            with pytest.raises(RuntimeError, match=r"\[invalid_input\]"):
+                await wire.call_tool("get_video_products", {"video_ids": ["abc"]})
+        async with WireClient.spawn(minimal_params(tmp_path)) as minimal:
+            echoed = await minimal.call_tool("echo", {"text": "hi"})
+    assert first["structuredContent"]["videos"][0]["video_id"] == vid
+    assert first["structuredContent"]["videos"][0]["source"] == "upstream"
+    assert again["structuredContent"]["videos"][0]["source"] == "cache"  # the cached column is really cached
+    assert [c["text"] for c in echoed["content"]] == ["hi"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -79,3 +81,22 @@ async def test_a_refused_connection_is_httpx_connect_error() -> None:
     async with UpstreamPool(connections=1, verify=False) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("http://127.0.0.1:9/", timeout=(2.0, 2.0, 2.0, 2.0))
+
+
+def test_the_lazy_httpx_import_leaves_httpx_cli_dependencies_unloaded() -> None:
+    # pygments is installed here (pytest needs it), so a plain `import httpx` would load it through
+    # httpx's CLI module; the server's first request must not. Checked in a fresh interpreter.
+    probe = (
+        "import sys, importlib.util\n"
+        "assert importlib.util.find_spec('pygments') is not None\n"
+        "from keyapi_mcp.client import _httpx\n"
+        "httpx = _httpx()\n"
+        "assert httpx.AsyncHTTPTransport and httpx.Request\n"
+        "assert 'pygments' not in sys.modules, 'pygments was imported'\n"
+        "assert 'httpx._main' not in sys.modules, 'the import marker was left behind'\n"
+        "assert _httpx() is httpx\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
