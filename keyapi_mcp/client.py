@@ -57,25 +57,23 @@ POOL_SHARD_SIZE = 8  # connections per upstream httpx pool (see UpstreamPool)
 Charged = Literal["yes", "no", "uncertain"]
 
 
-def _httpx() -> Any:
-    """`import httpx`, without the command-line client httpx's package tries to load at import.
+def _load_httpx() -> None:
+    """Import httpx, without the command-line client its package tries to load at import.
 
     httpx's `__init__` attempts `from ._main import main` (its CLI), which imports click and pygments
     whenever they are installed (pygments comes with pytest, IPython, rich, …) and only then gives up for
     lack of rich: ~0.7 MB of RSS and a few ms for a module a server never runs. An absent `httpx._main`
     makes that attempt fail at once; httpx then defines its stub `main`, as it does without the extras.
+    Call it before the first `import httpx` of a request path; later calls cost a dict lookup.
     """
-    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
-        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # the documented "not importable" marker
-        try:
-            import httpx
-        finally:
-            if sys.modules.get("httpx._main", ...) is None:
-                del sys.modules["httpx._main"]
-        return httpx
-    import httpx
-
-    return httpx
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]  # the documented "not importable" marker
+    try:
+        import httpx  # noqa: F401
+    finally:
+        if sys.modules.get("httpx._main", ...) is None:
+            del sys.modules["httpx._main"]
 
 
 @dataclass(frozen=True)
@@ -269,7 +267,7 @@ class UpstreamPool:
         self._next = 0
 
     def _open(self) -> list[httpx.AsyncBaseTransport]:
-        httpx = _httpx()
+        import httpx  # get() has loaded it
 
         if self._injected is not None:
             return [self._injected]
@@ -290,7 +288,8 @@ class UpstreamPool:
         timeout: tuple[float, float, float, float] = (10.0, 30.0, 30.0, 30.0),  # noqa: ASYNC109
     ) -> httpx.Response:
         """GET `url` and read the whole body; the response is closed when this returns."""
-        httpx = _httpx()
+        _load_httpx()
+        import httpx
 
         if not self._transports:
             self._transports = self._open()
@@ -390,7 +389,8 @@ class KeyAPIClient:
 
     async def _attempt(self, video_ids: Sequence[str], page_num: int, gate: CreditGate) -> Page:
         params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
-        httpx = _httpx()
+        _load_httpx()
+        import httpx
 
         ids_count = len(video_ids)
         reservation = await gate.reserve(ids_count, page_num)

@@ -18,7 +18,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -284,11 +283,7 @@ class FakeUpstreamServer:
         self._httpd.server_close()
 
 
-def requested_ids(requests: Iterable[dict[str, Any]]) -> list[list[str]]:
-    return [r["params"].get("video_ids", "").split(",") for r in requests]
-
-
-def main(argv: list[str] | None = None, *, serve: Callable[[FakeUpstreamServer], None] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run a fake KeyAPI upstream on 127.0.0.1 (demo data).")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--videos", type=int, default=0, help="add N synthetic videos to the demo data")

@@ -89,12 +89,14 @@ def test_the_lazy_httpx_import_leaves_httpx_cli_dependencies_unloaded() -> None:
     probe = (
         "import sys, importlib.util\n"
         "assert importlib.util.find_spec('pygments') is not None\n"
-        "from keyapi_mcp.client import _httpx\n"
-        "httpx = _httpx()\n"
+        "from keyapi_mcp.client import _load_httpx\n"
+        "_load_httpx()\n"
+        "import httpx\n"
         "assert httpx.AsyncHTTPTransport and httpx.Request\n"
         "assert 'pygments' not in sys.modules, 'pygments was imported'\n"
         "assert 'httpx._main' not in sys.modules, 'the import marker was left behind'\n"
-        "assert _httpx() is httpx\n"
+        "_load_httpx()\n"
+        "assert sys.modules['httpx'] is httpx\n"
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
