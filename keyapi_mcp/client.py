@@ -235,14 +235,15 @@ class _Retryable(Exception):
 class UpstreamPool:
     """Connection pools to the upstream, made on the first upstream request, not at start.
 
-    Building one loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every chat
-    session but seldom asked for paid data should not pay that before it answers `initialize`.
+    The first https request loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every
+    chat session but seldom asked for paid data should not pay that before it answers `initialize`.
 
-    Requests go straight to httpx transports (`httpx.AsyncHTTPTransport`, or the injected one), not
-    through an `httpx.AsyncClient`: we send one fixed kind of GET with explicit headers and timeouts, no
-    redirects, cookies, auth flows or proxies from the environment, and the client layer around it cost
-    ~0.2 ms per request (18% of a loopback GET, measured). Errors are httpx's own (the transport maps
-    httpcore's), and `respx` mocks this path exactly as it mocks a client.
+    Requests go straight to httpx transports (`keyapi_mcp.transport.UpstreamTransport`: httpcore on plain
+    asyncio streams, a TLS context only for https; or the injected one), not through an `httpx.AsyncClient`:
+    we send one fixed kind of GET with explicit headers and timeouts, no redirects, cookies, auth flows or
+    proxies from the environment, and the client layer around it cost ~0.2 ms per request (18% of a loopback
+    GET, measured). Errors are httpx's own (the transport maps httpcore's), and `respx` mocks this path
+    exactly as it mocks a client.
 
     `connections` are spread over pools of at most `shard_size` each, every connection kept alive:
     httpcore's pool re-examines every connection it holds (a socket poll for each idle one) whenever a
@@ -267,16 +268,12 @@ class UpstreamPool:
         self._next = 0
 
     def _open(self) -> list[httpx.AsyncBaseTransport]:
-        import httpx  # get() has loaded it
-
         if self._injected is not None:
             return [self._injected]
-        limits = httpx.Limits(max_connections=self._per_shard, max_keepalive_connections=self._per_shard)
-        # One TLS context for every shard: each context costs ~0.4 MB, more with the trust store loaded.
-        ssl_context = httpx.create_ssl_context(verify=self._verify)
-        return [
-            httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, trust_env=False) for _ in range(self._shards)
-        ]
+        from keyapi_mcp.transport import UpstreamTransport  # imports httpx: get() has loaded it without its CLI
+
+        # Every shard shares one TLS context, made on the first https request (none for an http:// upstream).
+        return [UpstreamTransport(verify=self._verify, max_connections=self._per_shard) for _ in range(self._shards)]
 
     async def get(
         self,

@@ -311,6 +311,20 @@ class SQLiteStore:
             self._hot_videos.clear()
             self._hot_usage = None
 
+    def _adjust_usage(self, day: str, *, spent: int, uncertain: int) -> None:
+        """Apply one of our own ledger writes to the hot figures instead of forgetting them.
+
+        Our commits never change `data_version`, so without this every paid call would re-count the
+        day's ledger (a scan that grows with the day's requests). Another connection's commit still
+        drops the figures at the next read (`_check_others`), so they never drift from the database.
+        """
+        hot = self._hot_usage
+        if hot is None or hot[0] != day:
+            self._hot_usage = None
+            return
+        usage = hot[1]
+        self._hot_usage = (day, DayUsage(usage.spent + spent, usage.uncertain + uncertain, usage.saved))
+
     def _remember(self, entry: CachedVideo) -> None:
         self._hot_videos[entry.video_id] = entry
         self._hot_videos.move_to_end(entry.video_id)
@@ -333,6 +347,7 @@ class SQLiteStore:
                 (now, day, ids_count, page, os.getpid(), daily_limit, day, *COUNTED, daily_limit),
             )
             if cur.rowcount == 1:
+                self._adjust_usage(day, spent=1, uncertain=1)  # a 'reserved' row counts as spent, uncertain
                 return Reservation(id=int(cur.lastrowid or 0), day=day)
             return int(
                 conn.execute(
@@ -340,20 +355,29 @@ class SQLiteStore:
                 ).fetchone()[0]
             )
 
-        self._hot_usage = None
         result = self._run(reserve_one)
         if isinstance(result, int):
             raise budget_refusal(result, daily_limit, now)
         return result
 
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None:
-        self._hot_usage = None
-        self._run(
-            lambda conn: conn.execute(
-                "UPDATE ledger SET http_status = ?, outcome = ?, charged = ?, request_id = ? WHERE id = ?",
+        def settle_one(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE ledger SET http_status = ?, outcome = ?, charged = ?, request_id = ? "
+                "WHERE id = ? AND charged = 'reserved'",
                 (attempt.http_status, attempt.outcome, attempt.charged, attempt.request_id, reservation.id),
-            ),
-        )
+            )
+            if cur.rowcount != 1:  # not a reservation of ours any more (pruned, settled twice): re-read later
+                self._hot_usage = None
+                return
+            # reserved -> yes: still spent, now certain; -> uncertain: unchanged; -> no: neither.
+            self._adjust_usage(
+                reservation.day,
+                spent=-1 if attempt.charged == "no" else 0,
+                uncertain=0 if attempt.charged == "uncertain" else -1,
+            )
+
+        self._run(settle_one)
 
     async def usage_today(self) -> DayUsage:
         day = utc_day(self._clock())

@@ -562,3 +562,25 @@ async def test_day_usage_follows_this_and_other_processes_spending(tmp_path: Pat
     assert (await mine.usage_today()).spent == 2
     await mine.settle(first, rejected())
     assert (await mine.usage_today()).spent == 1
+
+
+@pytest.mark.anyio
+async def test_this_process_spending_updates_day_usage_in_memory_and_agrees_with_a_fresh_count(
+    tmp_path: Path, clock: Clock
+):
+    mine = SQLiteStore.in_dir(tmp_path, clock=clock)
+    await mine.usage_today()
+    seen = _statements(mine)
+    settled = [ok(), rejected(), uncertain()]
+    for attempt in settled:
+        await mine.settle(await mine.reserve(ids_count=1, page=1, daily_limit=10), attempt)
+    pending = await mine.reserve(ids_count=1, page=2, daily_limit=10)  # sent, not answered yet
+    usage = await mine.usage_today()
+    assert not any("GROUP BY" in statement for statement in seen)  # the day's ledger was not re-counted
+    fresh = await SQLiteStore.in_dir(tmp_path, clock=clock).usage_today()
+    assert usage == fresh
+    assert (usage.spent, usage.uncertain) == (3, 2)  # yes + uncertain + reserved; uncertain + reserved
+    await mine.settle(pending, ok())
+    await mine.settle(pending, rejected())  # a second settle of one reservation changes nothing
+    assert await mine.usage_today() == await SQLiteStore.in_dir(tmp_path, clock=clock).usage_today()
+    assert (await mine.usage_today()).spent == 3
