@@ -169,15 +169,17 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        # asyncio sets TCP_NODELAY on every TCP socket it connects (selector_events._set_nodelay): no
-        # setsockopt needed here for small requests to leave at once.
+        # asyncio sets TCP_NODELAY on every TCP socket it connects (selector_events._set_nodelay), and so does
+        # uvloop: no setsockopt needed here for small requests to leave at once.
+        options: dict[str, Any] = {}
+        if isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+            # asyncio's own loops take it; others may not (uvloop, which uvicorn picks when installed, raises
+            # TypeError on the keyword).
+            options["happy_eyeballs_delay"] = HAPPY_EYEBALLS_DELAY
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    host,
-                    port,
-                    local_addr=(local_address, 0) if local_address else None,
-                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+                    host, port, local_addr=(local_address, 0) if local_address else None, **options
                 )
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(str(exc) or f"timed out connecting to {host}:{port}") from exc
