@@ -167,7 +167,9 @@ def _published(tool: Tool) -> Tool:
         base.__name__, (base,), {"model_config": ConfigDict(extra="forbid"), "__module__": base.__module__}
     )
     tool.fn_metadata.arg_model = strict_model
-    tool.parameters = compact_schema(strict_model.model_json_schema(by_alias=True))
+    # The SDK has just generated the base model's schema; forbidding extras adds exactly this keyword (generating
+    # it again from the subclass would cost a few ms of every start).
+    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False})
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
         # Our tools' structured content is the dump of a model they have just built (so valid by construction);
