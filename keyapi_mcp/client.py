@@ -248,8 +248,9 @@ class UpstreamPool:
     `connections` are spread over pools of at most `shard_size` each, every connection kept alive:
     httpcore's pool re-examines every connection it holds (a socket poll for each idle one) whenever a
     request starts or ends, so one pool of N connections costs O(N) per request and O(N^2) per burst.
-    Small pools keep that cost flat and avoid reconnecting after every burst. An injected `transport`
-    is a single pool of its own, so it is the only one.
+    Small pools keep that cost flat and avoid reconnecting after every burst. Each request goes to the pool
+    with the fewest requests under way (the first of equals), so calls one at a time reuse one connection.
+    An injected `transport` is a single pool of its own, so it is the only one.
     """
 
     def __init__(
@@ -265,7 +266,7 @@ class UpstreamPool:
         self._per_shard = max(1, -(-connections // self._shards))
         self._verify = verify
         self._transports: list[httpx.AsyncBaseTransport] = []
-        self._next = 0
+        self._in_flight: list[int] = []  # requests under way, per pool
 
     def _open(self) -> list[httpx.AsyncBaseTransport]:
         if self._injected is not None:
@@ -290,8 +291,11 @@ class UpstreamPool:
 
         if not self._transports:
             self._transports = self._open()
-        transport = self._transports[self._next]
-        self._next = (self._next + 1) % len(self._transports)
+            self._in_flight = [0] * len(self._transports)
+        # The least busy pool, the first of equals: one-at-a-time traffic keeps to one kept-alive connection
+        # (not one per pool, each with its buffers), a burst spreads evenly over all of them.
+        shard = min(range(len(self._transports)), key=self._in_flight.__getitem__)
+        transport = self._transports[shard]
         connect, read, write, pool = timeout
         request = httpx.Request(
             "GET",
@@ -300,12 +304,16 @@ class UpstreamPool:
             headers=headers,
             extensions={"timeout": {"connect": connect, "read": read, "write": write, "pool": pool}},
         )
-        response = await transport.handle_async_request(request)
-        response.request = request
+        self._in_flight[shard] += 1
         try:
-            await response.aread()
+            response = await transport.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         finally:
-            await response.aclose()
+            self._in_flight[shard] -= 1
         return response
 
     async def __aenter__(self) -> UpstreamPool:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import respx
@@ -28,11 +30,13 @@ async def test_no_pool_exists_until_the_first_upstream_request() -> None:
     assert seen == ["http://127.0.0.1:9/a"]
 
 
-async def test_connections_are_split_into_small_fully_kept_alive_pools_used_in_turn(
+async def test_connections_are_split_into_small_fully_kept_alive_pools_the_least_busy_used_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     made: list[UpstreamTransport] = []
     used: list[UpstreamTransport] = []
+    release = anyio.Event()
+    hold = {"burst": False}
     original_init = UpstreamTransport.__init__
 
     def record(self: UpstreamTransport, **kwargs: Any) -> None:
@@ -42,15 +46,32 @@ async def test_connections_are_split_into_small_fully_kept_alive_pools_used_in_t
 
     async def answer(self: UpstreamTransport, request: httpx.Request) -> httpx.Response:
         used.append(self)
+        if hold["burst"]:
+            await release.wait()
         return httpx.Response(204)
 
     monkeypatch.setattr(UpstreamTransport, "__init__", record)
     monkeypatch.setattr(UpstreamTransport, "handle_async_request", answer)
     async with UpstreamPool(connections=12, shard_size=4, verify=False) as http:
-        for _ in range(7):
+        for _ in range(3):
             await http.get("http://127.0.0.1:9/")
-    assert len(made) == 3
-    assert used == [made[0], made[1], made[2], made[0], made[1], made[2], made[0]]
+        assert len(made) == 3
+        assert used == [made[0]] * 3  # one at a time: always the first pool, one kept-alive connection
+        used.clear()
+        hold["burst"] = True
+        async with anyio.create_task_group() as tg:
+            for _ in range(7):
+                tg.start_soon(http.get, "http://127.0.0.1:9/")
+            await wait_until(lambda: len(used) == 7)
+            release.set()
+        assert used == [made[0], made[1], made[2], made[0], made[1], made[2], made[0]]  # a burst spreads evenly
+        assert http._in_flight == [0, 0, 0]
+
+
+async def wait_until(condition: Any) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.lowlevel.checkpoint()
 
 
 async def test_get_sends_params_headers_and_timeouts_and_returns_a_read_decoded_response() -> None:
