@@ -259,12 +259,10 @@ class UpstreamPool:
         connections: int,
         shard_size: int = POOL_SHARD_SIZE,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool = True,
     ) -> None:
         self._injected = transport
         self._shards = 1 if transport is not None else max(1, -(-connections // shard_size))
         self._per_shard = max(1, -(-connections // self._shards))
-        self._verify = verify
         self._transports: list[httpx.AsyncBaseTransport] = []
         self._in_flight: list[int] = []  # requests under way, per pool
 
@@ -273,8 +271,8 @@ class UpstreamPool:
             return [self._injected]
         from keyapi_mcp.transport import UpstreamTransport  # imports httpx: get() has loaded it without its CLI
 
-        # Every shard shares one TLS context, made on the first https request (none for an http:// upstream).
-        return [UpstreamTransport(verify=self._verify, max_connections=self._per_shard) for _ in range(self._shards)]
+        # Every shard shares one verified TLS context, made on the first https request (none for an http:// upstream).
+        return [UpstreamTransport(max_connections=self._per_shard) for _ in range(self._shards)]
 
     async def get(
         self,

@@ -197,13 +197,11 @@ def build_server(
             from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
-        # Plain http:// is only accepted for loopback upstreams (config.py): no TLS, so no trust store to load.
-        verify = not settings.base_url.startswith("http://")
+        # A TLS context (and the trust store) is made only for an https:// upstream, on its first request.
         async with UpstreamPool(
             # As many upstream connections as tool calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS).
             connections=max(32, settings.mcp_max_concurrent_calls),
             transport=http_transport,
-            verify=verify,
         ) as http:
             api_key = (
                 DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key is not None else "")

@@ -40,7 +40,7 @@ async def test_connections_are_split_into_small_fully_kept_alive_pools_the_least
     original_init = UpstreamTransport.__init__
 
     def record(self: UpstreamTransport, **kwargs: Any) -> None:
-        assert kwargs == {"verify": False, "max_connections": 4}  # every connection of a pool kept alive
+        assert kwargs == {"max_connections": 4}  # every connection of a pool kept alive
         original_init(self, **kwargs)
         made.append(self)
 
@@ -52,7 +52,7 @@ async def test_connections_are_split_into_small_fully_kept_alive_pools_the_least
 
     monkeypatch.setattr(UpstreamTransport, "__init__", record)
     monkeypatch.setattr(UpstreamTransport, "handle_async_request", answer)
-    async with UpstreamPool(connections=12, shard_size=4, verify=False) as http:
+    async with UpstreamPool(connections=12, shard_size=4) as http:
         for _ in range(3):
             await http.get("http://127.0.0.1:9/")
         assert len(made) == 3
@@ -97,7 +97,7 @@ async def test_get_sends_params_headers_and_timeouts_and_returns_a_read_decoded_
 
 
 async def test_a_refused_connection_is_httpx_connect_error() -> None:
-    async with UpstreamPool(connections=1, verify=False) as http:
+    async with UpstreamPool(connections=1) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("http://127.0.0.1:9/", timeout=(2.0, 2.0, 2.0, 2.0))
 
