@@ -4,7 +4,9 @@
   (the same video again), vs a direct `httpx` GET (+ JSON parse) of the same page from the same fake;
   samples interleaved so machine noise hits every column alike. Each call is timed twice over: from the
   SDK's `Client` (what the bars are judged on) and at the wire (`bench/wire.py`: the same frames, the
-  response line parsed, nothing else), which separates the server from the client library;
+  response line parsed, nothing else), which separates the server from the client library. A floor
+  server (`bench/floor_server.py`: keyapi-mcp with its per-call work replaced by the GET alone, then the
+  same ready answer) shows the lowest ratio any server returning this answer reaches through this client;
 - cold start: spawn → initialized (`Client.__aenter__`), vs the minimal one-tool `MCPServer`;
 - memory: RSS (psutil, on the child pid) idle and after 1,000 calls, vs the minimal server.
 The naive wrapper is measured alongside for reference.
@@ -56,6 +58,16 @@ def naive_params(base_url: str, cwd: Path) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=[script("naive_server.py")], env=env, cwd=str(cwd))
 
 
+def floor_params(base_url: str, state_dir: Path) -> StdioServerParameters:
+    """keyapi-mcp with its per-call work replaced by the GET alone (`bench/floor_server.py`)."""
+    return StdioServerParameters(
+        command=sys.executable,
+        args=[script("floor_server.py")],
+        env={**python_env(), **keyapi_env(base_url, state_dir)},
+        cwd=str(state_dir),
+    )
+
+
 def minimal_params(cwd: Path) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable, args=[script("minimal_server.py")], env=python_env(), cwd=str(cwd)
@@ -104,6 +116,7 @@ async def latency(samples: int, workdir: Path, *, upstream_latency: float = 0.0)
     cached: list[float] = []
     naive: list[float] = []
     echo: list[float] = []
+    floor: list[float] = []
     wire_uncached: list[float] = []
     wire_cached: list[float] = []
     wire_echo: list[float] = []
@@ -126,6 +139,9 @@ async def latency(samples: int, workdir: Path, *, upstream_latency: float = 0.0)
                 "get_video_products", {"video_ids": vid, "page_num": 1, "page_size": PAGE_SIZE}
             )
 
+        def floor_call(vid: str) -> Any:
+            return floor_client.call_tool("get_video_products", {"video_ids": [vid]})
+
         def echo_call(vid: str) -> Any:
             return minimal.call_tool("echo", {"text": vid})
 
@@ -139,22 +155,27 @@ async def latency(samples: int, workdir: Path, *, upstream_latency: float = 0.0)
         state.mkdir()
         wire_state = workdir / f"latency-wire-state-{upstream_latency}"  # its own cache: its first calls are uncached
         wire_state.mkdir()
+        floor_state = workdir / f"latency-floor-state-{upstream_latency}"
+        floor_state.mkdir()
         async with (
             httpx.AsyncClient(trust_env=False) as http,
             spawned(keyapi_params(upstream.url, state)) as (keyapi, _, _),
             spawned(naive_params(upstream.url, workdir)) as (naive_client, _, _),
             spawned(minimal_params(workdir)) as (minimal, _, _),
+            spawned(floor_params(upstream.url, floor_state)) as (floor_client, _, _),
             WireClient.spawn(keyapi_params(upstream.url, wire_state)) as wire_keyapi,
             WireClient.spawn(minimal_params(workdir)) as wire_minimal,
         ):
-            # One column per measured call, in the order each video goes through them.
-            columns = [
+            # One column per measured call, in the order each video goes through them (None: not timed).
+            columns: list[tuple[list[float] | None, Any]] = [
                 (direct, direct_get),
                 (uncached, keyapi_call),  # a new video: one upstream page
                 (direct, direct_get),
                 (cached, keyapi_call),  # the same video again: from the cache
                 (naive, naive_call),
                 (echo, echo_call),
+                (None, floor_call),  # the floor builds its answer for this video once, untimed
+                (floor, floor_call),  # then: the GET and the ready answer
                 (wire_uncached, wire_keyapi_call),
                 (wire_cached, wire_keyapi_call),
                 (wire_echo, wire_echo_call),
@@ -164,7 +185,10 @@ async def latency(samples: int, workdir: Path, *, upstream_latency: float = 0.0)
                     await call(vid)
             for vid in measured:
                 for column, call in columns:
-                    column.append(await _timed(call, vid))
+                    if column is None:
+                        await call(vid)
+                    else:
+                        column.append(await _timed(call, vid))
     d50 = median(direct)
     wire = {"uncached": wire_uncached, "cached": wire_cached, "echo": wire_echo}  # echo: the minimal server
 
@@ -179,10 +203,12 @@ async def latency(samples: int, workdir: Path, *, upstream_latency: float = 0.0)
         "keyapi_cached": _dist(cached),
         "naive_wrapper": _dist(naive),
         "minimal_echo_sdk_floor": _dist(echo),
+        "floor_same_answer": _dist(floor),
         "uncached_p50_vs_direct": _vs(uncached),
         "cached_p50_vs_direct": _vs(cached),
         "naive_p50_vs_direct": _vs(naive),
         "sdk_floor_p50_vs_direct": _vs(echo),
+        "floor_p50_vs_direct": _vs(floor),
         "wire": {
             **{k: _dist(v) for k, v in wire.items()},
             **{f"{k}_p50_vs_direct": _vs(v) for k, v in wire.items()},

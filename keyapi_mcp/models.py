@@ -221,6 +221,19 @@ def parse_rows(raw_rows: Iterable[Any]) -> tuple[list[UpstreamRow], list[str]]:
 _CONTROL_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
+_ASCII_CONTROLS = {code: None for code in [*range(32), 127]} | {ord(ch): " " for ch in "\t\n\r"}
+
+
+def _strip_controls(value: str) -> str:
+    return "".join(
+        " " if ch in "\t\n\r" else ch
+        for ch in value
+        if ch in "\t\n\r"
+        or unicodedata.category(ch) not in _CONTROL_CATEGORIES
+        or ch == "\u200d"  # zero-width joiner: part of emoji sequences
+    )
+
+
 def clean_text(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
     """Strip control/format characters (incl. bidi overrides, zero-width) and cap length.
 
@@ -229,13 +242,8 @@ def clean_text(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
     """
     if value is None:
         return None
-    cleaned = "".join(
-        " " if ch in "\t\n\r" else ch
-        for ch in value
-        if ch in "\t\n\r"
-        or unicodedata.category(ch) not in _CONTROL_CATEGORIES
-        or ch == "\u200d"  # zero-width joiner: part of emoji sequences
-    )
+    # ASCII holds no format, surrogate or private-use characters: only the C0 controls and DEL are Cc.
+    cleaned = value.translate(_ASCII_CONTROLS) if value.isascii() else _strip_controls(value)
     cleaned = re.sub(r"\s+", " ", cleaned).strip()
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 1].rstrip() + "…"

@@ -361,6 +361,13 @@ def test_clean_text_strips_control_characters() -> None:
     assert clean_text("a\x00b\x07c\x1b[31md\x7fe\x9bf") == "abc[31mdef"
 
 
+def test_clean_text_treats_every_ascii_character_as_the_unicode_categories_do() -> None:
+    # ASCII text takes a translate-table path; it must drop and keep exactly what the per-character path does.
+    every = "".join(chr(code) for code in range(128))
+    for text in (every, every[::-1], f"x{every}y", "US", "9:16\x00", "\t\x7f\r"):
+        assert clean_text(text) == clean_text(text + "é").removesuffix("é").rstrip()
+
+
 def test_clean_text_turns_newlines_and_tabs_into_single_spaces() -> None:
     assert clean_text("  line one\n\n\tline two\r\nthree  ") == "line one line two three"
 
