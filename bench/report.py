@@ -65,7 +65,6 @@ def table(r: dict[str, Any]) -> str:
             continue
         up = lat["upstream_latency_ms"]
         d = lat["direct_httpx_get"]
-        floor = "floor_same_answer" in lat  # the same answer with no per-call work (bench/floor_server.py)
         rows.append(
             (
                 f"call latency p50 / p95 ms over stdio, upstream answering in {up} ms",
@@ -73,16 +72,14 @@ def table(r: dict[str, Any]) -> str:
                 f"{lat['naive_wrapper']['p50_ms']:.1f} / {lat['naive_wrapper']['p95_ms']:.1f}",
                 f"uncached {lat['keyapi_uncached']['p50_ms']:.1f} / {lat['keyapi_uncached']['p95_ms']:.1f}; "
                 f"cached {lat['keyapi_cached']['p50_ms']:.1f} / {lat['keyapi_cached']['p95_ms']:.1f}",
-                "SDK echo {p50_ms:.1f} / {p95_ms:.1f}".format(**lat["minimal_echo_sdk_floor"])
-                + (
-                    "; same-answer floor {p50_ms:.1f} / {p95_ms:.1f}".format(**lat["floor_same_answer"])
-                    if floor
-                    else ""
+                "SDK echo {p50_ms:.1f} / {p95_ms:.1f}; same-answer floor {f50:.1f} / {f95:.1f}".format(
+                    **lat["minimal_echo_sdk_floor"],
+                    f50=lat["floor_same_answer"]["p50_ms"],
+                    f95=lat["floor_same_answer"]["p95_ms"],
                 ),
                 f"uncached {_x(lat['uncached_p50_vs_direct'])}, cached {_x(lat['cached_p50_vs_direct'])} direct "
-                f"(SDK echo {_x(lat['sdk_floor_p50_vs_direct'])}"
-                + (f"; same-answer floor {_x(lat['floor_p50_vs_direct'])}" if floor else "")
-                + ")",
+                f"(SDK echo {_x(lat['sdk_floor_p50_vs_direct'])}; "
+                f"same-answer floor {_x(lat['floor_p50_vs_direct'])})",
                 "≤ 2.5× / ≤ 1.5× "
                 + _ok(lat["bars"]["uncached p50 ≤ 2.5× direct GET"] and lat["bars"]["cached p50 ≤ 1.5× direct GET"]),
             )
@@ -222,8 +219,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
         if lat.get("wire"):
             ratios.append(("  (uncached at the wire)", lat["wire"]["uncached_p50_vs_direct"], 2.5, False))
             ratios.append(("  (cached at the wire)", lat["wire"]["cached_p50_vs_direct"], 1.5, False))
-        if "floor_p50_vs_direct" in lat:
-            ratios.append(("  (floor: same answer, GET only)", lat["floor_p50_vs_direct"], 2.5, False))
+        ratios.append(("  (floor: same answer, GET only)", lat["floor_p50_vs_direct"], 2.5, False))
     cs = r.get("stdio", {}).get("cold_start")
     if cs:
         ratios.append(("cold start ×minimal", cs["keyapi_vs_minimal"], 1.10, False))

@@ -101,7 +101,6 @@ def load_sdk_server_half() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    load_sdk_server_half()
 
     from keyapi_mcp.config import ConfigError, load_settings
 
@@ -116,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     log = logging.getLogger("keyapi_mcp")
 
+    load_sdk_server_half()  # first import of the SDK: after the settings, so a bad one is reported at once
     from keyapi_mcp.server import build_server, open_store
     from keyapi_mcp.store import StoreOpenError
 

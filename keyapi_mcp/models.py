@@ -219,8 +219,6 @@ def parse_rows(raw_rows: Iterable[Any]) -> tuple[list[UpstreamRow], list[str]]:
 # Untrusted text
 
 _CONTROL_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
-
-
 _ASCII_CONTROLS = {code: None for code in [*range(32), 127]} | {ord(ch): " " for ch in "\t\n\r"}
 
 

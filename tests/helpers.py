@@ -6,11 +6,14 @@ among them the test API key and auth token that conftest.py's `no_secret_leaks` 
 
 from __future__ import annotations
 
+import json
+import queue
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from mcp import Client
 from mcp_types import CallToolResult
@@ -86,3 +89,75 @@ def parsed(result: CallToolResult) -> VideoProductsResult:
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
     return VideoProductsResult.model_validate(result.structured_content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw JSON-RPC lines, for tests that must see exactly what crosses the wire
+
+RAW_TIMEOUT = 20.0  # a generous bound on any single wait for a line; the tests finish far sooner
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+def tool_call(request_id: int, arguments: dict[str, Any], *, name: str = TOOL) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+
+
+class RawWire:
+    """JSON-RPC lines over any byte streams (pipes or sockets); a reader thread bounds every wait by RAW_TIMEOUT."""
+
+    def __init__(self, send: IO[bytes], receive: IO[bytes], end_input: Callable[[], None]) -> None:
+        self._send = send
+        self._end_input = end_input
+        self.lines: list[bytes] = []
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(receive,), daemon=True)
+        self._reader.start()
+
+    def _read(self, receive: IO[bytes]) -> None:
+        for line in receive:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._send.write(json.dumps(message).encode() + b"\n")
+        self._send.flush()
+
+    def response(self, request_id: int) -> dict[str, Any]:
+        while True:
+            line = self._queue.get(timeout=RAW_TIMEOUT)
+            assert line is not None, "the server closed its output before answering"
+            self.lines.append(line)
+            message = json.loads(line)
+            if message.get("id") == request_id and ("result" in message or "error" in message):
+                return message
+
+    def initialize(self) -> dict[str, Any]:
+        self.send(INITIALIZE)
+        init = self.response(1)
+        self.send(INITIALIZED)
+        return init
+
+    def finish(self) -> None:
+        """End the input (EOF for the server) and collect what the server still writes until it closes."""
+        self._end_input()
+        while (line := self._queue.get(timeout=RAW_TIMEOUT)) is not None:
+            self.lines.append(line)
+
+
+def assert_protocol_only(lines: Sequence[bytes]) -> None:
+    """Every line the client received is a JSON-RPC message: nothing else reached the wire."""
+    assert lines
+    for line in lines:
+        message = json.loads(line)
+        assert isinstance(message, dict) and message.get("jsonrpc") == "2.0", line

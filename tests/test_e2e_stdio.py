@@ -7,16 +7,13 @@ environment, logging, and the MCP protocol on real pipes.
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import IO, Any
 
 import anyio
 import pytest
-from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, parsed, text_of
+from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, RawWire, parsed, text_of, tool_call
 from mcp import Client, StdioServerParameters
 
 from keyapi_mcp import __version__
@@ -144,53 +141,6 @@ def test_an_invalid_setting_stops_the_server_with_one_line_naming_the_variable(
 # Raw pipes: stdout is protocol only, logs go to stderr
 
 
-class RawSession:
-    """Line-oriented JSON-RPC over a subprocess's pipes; a reader thread keeps reads bounded by a timeout."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
-        self.proc = proc
-        self.stdin: IO[str] = proc.stdin
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
-        self._reader.start()
-
-    def _read(self, stdout: IO[str]) -> None:
-        for line in stdout:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.stdin.write(json.dumps(message) + "\n")
-        self.stdin.flush()
-
-    def response(self, request_id: int) -> dict[str, Any]:
-        while True:
-            line = self._queue.get(timeout=PROCESS_TIMEOUT)
-            assert line is not None, "the server closed stdout before answering"
-            self.lines.append(line)
-            message = json.loads(line)
-            if message.get("id") == request_id and ("result" in message or "error" in message):
-                return message
-
-    def call_tool(self, request_id: int, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Send a `tools/call` of get_video_products and return its response."""
-        params = {"name": TOOL, "arguments": arguments}
-        self.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
-        return self.response(request_id)
-
-    def close(self) -> int:
-        self.stdin.close()
-        code = self.proc.wait(timeout=PROCESS_TIMEOUT)
-        self._reader.join(timeout=PROCESS_TIMEOUT)
-        while True:
-            line = self._queue.get_nowait()
-            if line is None:
-                return code
-            self.lines.append(line)
-
-
 def test_stdout_carries_only_json_rpc_while_debug_logs_go_to_stderr_without_the_key(
     command: str, base_env: dict[str, str], fake_upstream: FakeUpstreamServer, tmp_path: Path
 ):
@@ -211,30 +161,20 @@ def test_stdout_carries_only_json_rpc_while_debug_logs_go_to_stderr_without_the_
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,  # a file, not a pipe: DEBUG output can never block the server
-            text=True,
         )
-        session = RawSession(proc)
+        assert proc.stdin is not None and proc.stdout is not None
+        session = RawWire(proc.stdin, proc.stdout, proc.stdin.close)
         try:
-            session.send(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": "2025-06-18",
-                        "capabilities": {},
-                        "clientInfo": {"name": "raw-test", "version": "0"},
-                    },
-                }
-            )
-            init = session.response(1)
-            session.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            init = session.initialize()
             session.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
             listed = session.response(2)
             # The fake's scripted 401 answers the first upstream request: this call.
-            refused = session.call_tool(3, {"video_ids": [THREE_ROWS]})
-            answered = session.call_tool(4, {"video_ids": [DOCUMENTED_VIDEO_ID]})
-            exit_code = session.close()
+            session.send(tool_call(3, {"video_ids": [THREE_ROWS]}))
+            refused = session.response(3)
+            session.send(tool_call(4, {"video_ids": [DOCUMENTED_VIDEO_ID]}))
+            answered = session.response(4)
+            session.finish()
+            exit_code = proc.wait(timeout=PROCESS_TIMEOUT)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -252,7 +192,7 @@ def test_stdout_carries_only_json_rpc_while_debug_logs_go_to_stderr_without_the_
     for line in session.lines:
         message = json.loads(line)
         assert isinstance(message, dict) and message.get("jsonrpc") == "2.0", line
-        assert TEST_API_KEY not in line
+        assert TEST_API_KEY.encode() not in line
 
     log = stderr_path.read_text()
     assert " DEBUG " in log  # logging really ran at DEBUG, on stderr

@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -24,7 +22,16 @@ from typing import IO, Any
 
 import anyio
 import pytest
-from helpers import TOOL, assert_tool_error, parsed
+from helpers import (
+    INITIALIZE,
+    INITIALIZED,
+    TOOL,
+    RawWire,
+    assert_protocol_only,
+    assert_tool_error,
+    parsed,
+    tool_call,
+)
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.server.mcpserver import MCPServer
@@ -36,73 +43,6 @@ from keyapi_mcp.stdio import ENV_SWITCH, READ_HIGH_WATER, native_refusal, serve_
 TIMEOUT = 20.0  # a generous bound on any single wait; the tests finish far sooner
 NATIVE = "stdio transport: native asyncio"
 SDK = "stdio transport: the SDK's"
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-
-
-def call(request_id: int, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {"name": TOOL, "arguments": arguments},
-    }
-
-
-class RawWire:
-    """JSON-RPC lines over any byte streams (pipes or sockets); a reader thread bounds every wait by TIMEOUT."""
-
-    def __init__(self, send: IO[bytes], receive: IO[bytes], end_input: Callable[[], None]) -> None:
-        self._send = send
-        self._end_input = end_input
-        self.lines: list[bytes] = []
-        self._queue: queue.Queue[bytes | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, args=(receive,), daemon=True)
-        self._reader.start()
-
-    def _read(self, receive: IO[bytes]) -> None:
-        for line in receive:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._send.write(json.dumps(message).encode() + b"\n")
-        self._send.flush()
-
-    def response(self, request_id: int) -> dict[str, Any]:
-        while True:
-            line = self._queue.get(timeout=TIMEOUT)
-            assert line is not None, "the server closed its output before answering"
-            self.lines.append(line)
-            message = json.loads(line)
-            if message.get("id") == request_id and ("result" in message or "error" in message):
-                return message
-
-    def initialize(self) -> dict[str, Any]:
-        self.send(INITIALIZE)
-        init = self.response(1)
-        self.send(INITIALIZED)
-        return init
-
-    def finish(self) -> None:
-        """End the input (EOF for the server) and collect what the server still writes until it closes."""
-        self._end_input()
-        while (line := self._queue.get(timeout=TIMEOUT)) is not None:
-            self.lines.append(line)
-
-
-def assert_protocol_only(lines: list[bytes]) -> None:
-    """Every line the client received is a JSON-RPC message: nothing else reached the wire."""
-    assert lines
-    for line in lines:
-        message = json.loads(line)
-        assert isinstance(message, dict) and message.get("jsonrpc") == "2.0", line
 
 
 @asynccontextmanager
@@ -218,7 +158,7 @@ def test_eof_on_stdin_ends_the_server_with_status_0(command: str, base_env: dict
         assert proc.stdin is not None and proc.stdout is not None
         wire = RawWire(proc.stdin, proc.stdout, proc.stdin.close)
         wire.initialize()
-        wire.send(call(2, {"video_ids": [DOCUMENTED_VIDEO_ID]}))
+        wire.send(tool_call(2, {"video_ids": [DOCUMENTED_VIDEO_ID]}))
         answer = wire.response(2)
         closed_at = time.monotonic()
         wire.finish()  # closes stdin, then reads until the server's stdout closes
@@ -255,7 +195,8 @@ def test_a_client_that_closes_stdout_ends_the_server_quietly_although_stdin_stay
             assert json.loads(proc.stdout.readline())["id"] == 1
             proc.stdout.close()  # the client stops reading: a later write would get EPIPE
             for request_id in range(2, 5):
-                proc.stdin.write(json.dumps(call(request_id, {"video_ids": [DOCUMENTED_VIDEO_ID]})).encode() + b"\n")
+                request = tool_call(request_id, {"video_ids": [DOCUMENTED_VIDEO_ID]})
+                proc.stdin.write(json.dumps(request).encode() + b"\n")
                 proc.stdin.flush()
             code = proc.wait(timeout=5)  # stdin is still open: the server ended because stdout went away
         finally:
@@ -403,15 +344,6 @@ class PipeClient:
             os.close(fd)
 
 
-def tool_call(request_id: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {"name": name, "arguments": arguments},
-    }
-
-
 @pytest.mark.anyio
 async def test_the_core_reads_a_line_several_times_the_read_high_water_mark_and_hands_the_pipes_back():
     client = PipeClient()
@@ -423,7 +355,7 @@ async def test_the_core_reads_a_line_several_times_the_read_high_water_mark_and_
                 await client.send(INITIALIZE)
                 [init] = await client.receive(1)
                 await client.send(
-                    INITIALIZED, tool_call(2, "size", {"text": text}), tool_call(3, "size", {"text": "ok"})
+                    INITIALIZED, tool_call(2, {"text": text}, name="size"), tool_call(3, {"text": "ok"}, name="size")
                 )
                 answers = {m["id"]: m for m in await client.receive(2)}
                 client.close_input()  # EOF: serve_pipes returns, the task group ends
@@ -446,7 +378,7 @@ async def test_a_client_reading_late_gets_every_large_response_whole_and_separat
                 tg.start_soon(serve_pipes, echo_server(), client.server_in, client.server_out)
                 await client.send(INITIALIZE)
                 await client.receive(1)
-                await client.send(INITIALIZED, *(tool_call(10 + i, "blob", {"n": size}) for i in range(calls)))
+                await client.send(INITIALIZED, *(tool_call(10 + i, {"n": size}, name="blob") for i in range(calls)))
                 await anyio.sleep(0.3)  # the server fills the pipe and must wait (back-pressure), not fail
                 messages = await client.receive(calls)
                 client.close_input()
