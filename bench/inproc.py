@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.common import BENCH_API_KEY
 from keyapi_mcp.config import load_settings
 from keyapi_mcp.server import KeyAPIMCPServer, build_server
-from keyapi_mcp.store import SQLiteStore
+from keyapi_mcp.sqlite_store import SQLiteStore
 
 
 def keyapi_server(base_url: str) -> KeyAPIMCPServer:

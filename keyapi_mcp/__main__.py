@@ -72,37 +72,11 @@ def configure_logging(level: str) -> None:
     )
 
 
-def load_sdk_server_half() -> None:
-    """Import the MCP SDK's server half without its client half (the process serves, it is no client).
-
-    `mcp/__init__.py` re-exports the SDK's client (`Client`, its sessions, the stdio client…), so the
-    first `import mcp.server…` loads the client too. Registering the bare `mcp` package (its search
-    path, without running its `__init__`) lets `mcp.server…`, `mcp.shared…` and `mcp_types` import as
-    usual while the client is never loaded: ~1.1 MB less RSS and 25 fewer modules at every start
-    (measured). The SDK's server and shared modules import nothing from the package root or the client
-    (tests/test_sdk_import.py checks the installed SDK). Should a future SDK need its package root after
-    all, the bare module is dropped and the SDK imported the usual way.
-    """
-    if "mcp" in sys.modules:
-        return
-    import importlib.util
-
-    spec = importlib.util.find_spec("mcp")
-    if spec is None or spec.submodule_search_locations is None:
-        return
-    sys.modules["mcp"] = importlib.util.module_from_spec(spec)
-    try:
-        import mcp.server.mcpserver
-    except (ImportError, AttributeError):
-        for name in [n for n in sys.modules if n == "mcp" or n.startswith("mcp.")]:
-            del sys.modules[name]
-        import mcp.server.mcpserver  # noqa: F401
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
-    from keyapi_mcp.config import ConfigError, load_settings
+    from keyapi_mcp.config import load_settings
+    from keyapi_mcp.errors import ConfigError, StoreOpenError
 
     try:
         overrides: dict[str, object] = {}
@@ -115,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     log = logging.getLogger("keyapi_mcp")
 
-    load_sdk_server_half()  # first import of the SDK: after the settings, so a bad one is reported at once
-    from keyapi_mcp.server import build_server, open_store
-    from keyapi_mcp.store import StoreOpenError
+    from keyapi_mcp.server import build_server, open_store  # the SDK: after the settings, reported at once
 
     try:
         store = open_store(settings, demo=args.demo)
@@ -132,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
     server = build_server(settings, demo=args.demo, store=store)
     if args.transport == "http":
-        from keyapi_mcp.http import HttpConfigError, run_http
+        from keyapi_mcp.http import run_http
 
         try:
             run_http(server, settings, host=args.host, port=args.port)
-        except HttpConfigError as exc:
+        except ConfigError as exc:
             print(f"keyapi-mcp: configuration error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         return 0
@@ -148,10 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             "(see README); press Ctrl-C to quit.",
             file=sys.stderr,
         )
-    from keyapi_mcp.stdio import run_stdio
-
     with contextlib.suppress(KeyboardInterrupt):
-        run_stdio(server, mode=settings.mcp_stdio)
+        server.run("stdio")
     return 0
 
 

@@ -1,38 +1,43 @@
 """The only place an upstream request is made.
 
-`KeyAPIClient.fetch_page` sends one GET for one page and returns the raw rows. Around every attempt
-it asks a `CreditGate` for a reservation and reports the outcome, so the ledger sees every attempt
-(including retries) and no request leaves without a reserved credit.
+`KeyAPIClient.fetch_page` sends one GET for one page through an injected `httpx.AsyncClient` and returns
+the raw rows. Around every attempt it asks a `CreditGate` for a reservation and reports the outcome, so
+the ledger sees every attempt (including retries) and no request leaves without a reserved credit.
 
-Retry policy (small named pieces below):
-- retried: 429 (honouring Retry-After), 5xx, HTTP 200 with a non-zero `code`, and connection errors
-  raised *before* the request was sent (connect errors) — none of these was charged;
-- never retried: 400/401/402/403 (retrying cannot help), read timeouts and connections lost after
-  the request was sent — the upstream may have charged those, so a silent retry could pay twice.
-At most `MAX_ATTEMPTS` attempts and about `RETRY_BUDGET_SECONDS` of waiting in all.
+Each attempt is two steps: `_exchange` makes the request (one overall deadline from connect to last byte,
+the body bounded *while* it is decoded) and `classify_response` / `classify_failure` — pure functions —
+turn what came back into a `Verdict`: the ledger outcome, whether it was charged, the rows or the error,
+and whether and when to retry. One place settles the reservation with that verdict.
+
+Retry policy: retried are 429 (honouring Retry-After), 5xx, HTTP 200 with a non-zero `code`, and
+connection errors raised *before* the request was sent — none of these was charged. Never retried:
+400/401/402/403 (retrying cannot help), timeouts and connections lost after the request was sent — the
+upstream may have charged those, so a silent retry could pay twice. At most `MAX_ATTEMPTS` attempts and
+about `RETRY_BUDGET_SECONDS` of waiting, so one page takes at most
+`MAX_ATTEMPTS × KEYAPI_TIMEOUT_SECONDS + RETRY_BUDGET_SECONDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
 import math
 import random
-import sys
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Protocol
 
 import anyio
-
-if TYPE_CHECKING:  # imported on the first request instead: keeps ~10 ms and ~1.5 MB off the start path
-    import httpx
+import httpx
 
 from keyapi_mcp import __version__
+from keyapi_mcp.domain import PAGE_SIZE, Attempt, Charged
 from keyapi_mcp.errors import (
     KeyAPIError,
     OutOfCredits,
@@ -41,55 +46,21 @@ from keyapi_mcp.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from keyapi_mcp.models import clean_text
+from keyapi_mcp.models import clean_identifier, quote_upstream
 
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/tiktok/video/products/analytics"
-PAGE_SIZE = 10  # the upstream maximum: the fewest credits for a given number of rows
 MAX_ATTEMPTS = 3
 RETRY_BUDGET_SECONDS = 20.0
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
-MAX_BODY_BYTES = 8 * 1024 * 1024
-POOL_SHARD_SIZE = 8  # connections per upstream httpx pool (see UpstreamPool)
-
-Charged = Literal["yes", "no", "uncertain"]
-
-
-def _load_httpx() -> None:
-    """Import httpx, without the command-line client its package tries to load at import.
-
-    httpx's `__init__` attempts `from ._main import main` (its CLI), which imports click and pygments
-    whenever they are installed (pygments comes with pytest, IPython, rich, …) and only then gives up for
-    lack of rich: ~0.7 MB of RSS and a few ms for a module a server never runs. An absent `httpx._main`
-    makes that attempt fail at once; httpx then defines its stub `main`, as it does without the extras.
-    Call it before the first `import httpx` of a request path; later calls cost a dict lookup.
-    """
-    if "httpx" in sys.modules or "httpx._main" in sys.modules:
-        return
-    sys.modules["httpx._main"] = None  # type: ignore[assignment]  # the documented "not importable" marker
-    try:
-        import httpx  # noqa: F401
-    finally:
-        if sys.modules.get("httpx._main", ...) is None:
-            del sys.modules["httpx._main"]
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one upstream attempt did, as the ledger records it."""
-
-    ids_count: int
-    page: int
-    http_status: int | None
-    outcome: str  # "ok", "http_429", "envelope_500", "read_timeout", ...
-    charged: Charged
-    request_id: str | None = None
+MAX_BODY_BYTES = 8 * 1024 * 1024  # decoded: a compressed reply is held to the same bound while it inflates
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 class CreditGate(Protocol):
-    """Reserves a credit before each attempt and settles it after. Implemented by the ledger."""
+    """Reserves a credit before each attempt and settles it after. Implemented by the service's call budget."""
 
     async def reserve(self, ids_count: int, page: int) -> object:
         """Reserve one credit or raise `BudgetExceeded`. Returns an opaque reservation handle."""
@@ -104,6 +75,20 @@ class CreditGate(Protocol):
 class Page:
     rows: list[Any]
     request_id: str | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one attempt's outcome means: for the ledger, for the caller, and for the retry loop."""
+
+    outcome: str
+    charged: Charged
+    status: int | None = None
+    request_id: str | None = None
+    rows: list[Any] | None = None  # set exactly when the attempt succeeded
+    error: KeyAPIError | None = None
+    retry: bool = False
+    retry_wait: float | None = None  # the upstream's Retry-After, when it gave one
 
 
 class RateLimiter:
@@ -136,9 +121,8 @@ def backoff_seconds(attempt: int, rng: Callable[[], float] = random.random) -> f
     return ceiling / 2 + rng() * ceiling / 2
 
 
-def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
-    """Parse `Retry-After` (delta-seconds or HTTP date); None when absent or unparsable."""
-    value = response.headers.get("retry-after")
+def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Parse a `Retry-After` value (delta-seconds or HTTP date); None when absent or unparsable."""
     if not value:
         return None
     value = value.strip()
@@ -158,6 +142,61 @@ def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = tim
     if when.tzinfo is None:  # "-0000" parses as naive; HTTP dates are always UTC, never local time
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now())
+
+
+# -- the body ------------------------------------------------------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    """The reply grew past `MAX_BODY_BYTES` (after decoding): reading stopped there."""
+
+
+class UnsupportedEncoding(Exception):
+    """The reply used a Content-Encoding we never asked for."""
+
+
+def _decompressor(encoding: str) -> Any:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    raise UnsupportedEncoding(encoding)
+
+
+async def read_bounded(response: httpx.Response, limit: int | None = None) -> bytes:
+    """Read and decode the body, never holding more than `limit` decoded bytes.
+
+    The raw stream is inflated here with zlib's `max_length`, so a small compressed reply that would
+    inflate to gigabytes (a "zip bomb") is stopped at `limit`, however much one compressed chunk holds.
+    """
+    limit = MAX_BODY_BYTES if limit is None else limit
+    if response.is_stream_consumed:  # built in memory (httpx.MockTransport, respx): already whole and decoded
+        if len(response.content) > limit:
+            raise BodyTooLarge
+        return response.content
+    decoder = _decompressor(response.headers.get("content-encoding", ""))
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        if decoder is None:
+            body += chunk
+        else:
+            try:
+                body += decoder.decompress(chunk, limit - len(body) + 1)
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"invalid {response.headers['content-encoding']} body") from exc
+            if decoder.unconsumed_tail:
+                raise BodyTooLarge
+        if len(body) > limit:
+            raise BodyTooLarge
+    if decoder is not None:
+        body += decoder.flush()
+    return bytes(body)
+
+
+# -- classification (pure) -----------------------------------------------------------------------------
 
 
 def _no_redaction(text: str) -> str:
@@ -203,146 +242,154 @@ def parse_body(body_bytes: bytes, redact: Callable[[str], str] = _no_redaction) 
     return clean
 
 
-def _upstream_message(body: Any) -> str:
-    """The envelope's `message`, capped. `body` comes from `parse_body`, which already redacted the key
-    (before this cap: a cap cutting through an echoed key would leave a prefix of it)."""
-    if isinstance(body, dict):
-        msg = body.get("message")
-        if isinstance(msg, str) and msg.strip():
-            return clean_text(msg, limit=200) or ""
-    return ""
-
-
-def _request_id(
-    body: Any, response: httpx.Response | None = None, redact: Callable[[str], str] = _no_redaction
-) -> str | None:
+def request_id_of(body: Any, header: str | None) -> str | None:
+    """The upstream request id (body `requestId`, else the `x-request-id` header), as a safe token."""
     rid = body.get("requestId") if isinstance(body, dict) else None
-    if rid is None and response is not None:
-        rid = response.headers.get("x-request-id")
+    if rid is None:
+        rid = header
     if isinstance(rid, str | int) and not isinstance(rid, bool):
-        return clean_text(redact(str(rid)), limit=100)
+        return clean_identifier(str(rid))
     return None
 
 
-class _Retryable(Exception):
-    """An attempt failed in a way that was not charged and may succeed if tried again."""
+def _said(body: Any) -> str:
+    """The envelope's `message` as a delimited quote for error text ("" when there is none)."""
+    msg = body.get("message") if isinstance(body, dict) else None
+    quoted = quote_upstream(msg, limit=200) if isinstance(msg, str) else None
+    return f" Upstream said: {quoted}." if quoted else ""
 
-    def __init__(self, error: KeyAPIError, wait: float | None = None) -> None:
-        self.error = error
-        self.wait = wait
+
+def _code_of(value: Any) -> int | None:
+    """The envelope `code` as an integer (the documented type; "401" is read as 401), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
-class UpstreamPool:
-    """Connection pools to the upstream, made on the first upstream request, not at start.
-
-    The first https request loads the TLS trust store (~20 ms, ~3 MB): a server that is started by every
-    chat session but seldom asked for paid data should not pay that before it answers `initialize`.
-
-    Requests go straight to httpx transports (`keyapi_mcp.transport.UpstreamTransport`: httpcore on plain
-    asyncio streams, a TLS context only for https; or the injected one), not through an `httpx.AsyncClient`:
-    we send one fixed kind of GET with explicit headers and timeouts, no redirects, cookies, auth flows or
-    proxies from the environment, and the client layer around it cost ~0.2 ms per request (18% of a loopback
-    GET, measured). Errors are httpx's own (the transport maps httpcore's), and `respx` mocks this path
-    exactly as it mocks a client.
-
-    `connections` are spread over pools of at most `shard_size` each, every connection kept alive:
-    httpcore's pool re-examines every connection it holds (a socket poll for each idle one) whenever a
-    request starts or ends, so one pool of N connections costs O(N) per request and O(N^2) per burst.
-    Small pools keep that cost flat and avoid reconnecting after every burst. Each request goes to the pool
-    with the fewest requests under way (the first of equals), so calls one at a time reuse one connection.
-    An injected `transport` is a single pool of its own, so it is the only one.
-    """
-
-    def __init__(
-        self,
-        *,
-        connections: int,
-        shard_size: int = POOL_SHARD_SIZE,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._injected = transport
-        self._shards = 1 if transport is not None else max(1, -(-connections // shard_size))
-        self._per_shard = max(1, -(-connections // self._shards))
-        self._transports: list[httpx.AsyncBaseTransport] = []
-        self._in_flight: list[int] = []  # requests under way, per pool
-
-    def _open(self) -> list[httpx.AsyncBaseTransport]:
-        if self._injected is not None:
-            return [self._injected]
-        from keyapi_mcp.transport import UpstreamTransport  # imports httpx: get() has loaded it without its CLI
-
-        # Every shard shares one verified TLS context, made on the first https request (none for an http:// upstream).
-        return [UpstreamTransport(max_connections=self._per_shard) for _ in range(self._shards)]
-
-    async def get(
-        self,
-        url: str,
-        *,
-        params: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        # httpx's per-phase (connect, read, write, pool) timeouts, the same argument as `httpx.AsyncClient.get`.
-        timeout: tuple[float, float, float, float] = (10.0, 30.0, 30.0, 30.0),  # noqa: ASYNC109
-    ) -> httpx.Response:
-        """GET `url` and read the whole body; the response is closed when this returns."""
-        _load_httpx()
-        import httpx
-
-        if not self._transports:
-            self._transports = self._open()
-            self._in_flight = [0] * len(self._transports)
-        # The least busy pool, the first of equals: one-at-a-time traffic keeps to one kept-alive connection
-        # (not one per pool, each with its buffers), a burst spreads evenly over all of them.
-        shard = min(range(len(self._transports)), key=self._in_flight.__getitem__)
-        transport = self._transports[shard]
-        connect, read, write, pool = timeout
-        request = httpx.Request(
-            "GET",
-            url,
-            params=params,
-            headers=headers,
-            extensions={"timeout": {"connect": connect, "read": read, "write": write, "pool": pool}},
+def classify_response(status: int, body: Any, *, retry_after: float | None = None) -> Verdict:
+    """Classify one HTTP answer; `body` comes from `parse_body` (None when it was not a JSON object)."""
+    said = _said(body)
+    if status in (401, 403):
+        return Verdict(
+            f"http_{status}", "no", status, error=Unauthorized(f"KeyAPI refused the API key (HTTP {status}).{said}")
         )
-        self._in_flight[shard] += 1
-        try:
-            response = await transport.handle_async_request(request)
-            response.request = request
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        finally:
-            self._in_flight[shard] -= 1
-        return response
+    if status == 402:
+        return Verdict(
+            "http_402", "no", status, error=OutOfCredits(f"KeyAPI reports the account is out of credits.{said}")
+        )
+    if status == 429:
+        error = RateLimited(
+            f"KeyAPI rate limit reached (HTTP 429).{said}",
+            hint="Retry in a few seconds; results already fetched are cached.",
+        )
+        return Verdict("http_429", "no", status, error=error, retry=True, retry_wait=retry_after)
+    if status >= 500:
+        error = UpstreamError(
+            f"KeyAPI upstream error (HTTP {status}).{said}",
+            hint="The upstream is failing; retry later. Nothing was charged.",
+        )
+        return Verdict(f"http_{status}", "no", status, error=error, retry=True)
+    if status != 200:
+        error = UpstreamError(
+            f"KeyAPI rejected the request (HTTP {status}).{said}", hint="Check the video ids; nothing was charged."
+        )
+        return Verdict(f"http_{status}", "no", status, error=error)
+    if not isinstance(body, dict) or "code" not in body:
+        # A 200 whose body is not the documented envelope (HTML page, truncated JSON...): we cannot tell
+        # whether it was charged, so count it, never silently.
+        error = UpstreamError(
+            "KeyAPI answered HTTP 200 with a body that is not the documented JSON envelope (counted as "
+            "possibly charged).",
+            hint="Retry later; if it persists the upstream API may have changed.",
+        )
+        return Verdict("malformed_body", "uncertain", status, error=error)
+    code = _code_of(body["code"])
+    if code != 0:
+        shown = code if code is not None else clean_identifier(str(body["code"]), limit=20) or "?"
+        outcome = f"envelope_{shown}"[:40]
+        if code in (401, 403):
+            return Verdict(
+                outcome, "no", status, error=Unauthorized(f"KeyAPI refused the request (code {code}).{said}")
+            )
+        if code == 402:
+            return Verdict(outcome, "no", status, error=OutOfCredits(f"KeyAPI refused the request (code 402).{said}"))
+        if code == 400:
+            error = UpstreamError(
+                f"KeyAPI rejected the request (code 400).{said}", hint="Check the video ids; nothing was charged."
+            )
+            return Verdict(outcome, "no", status, error=error)
+        if code == 429:
+            error = RateLimited(f"KeyAPI rate limit reached (code 429).{said}", hint="Retry in a few seconds.")
+            return Verdict(outcome, "no", status, error=error, retry=True)
+        error = UpstreamError(
+            f"KeyAPI returned an error envelope (code {shown}).{said}", hint="Retry later; nothing was charged."
+        )
+        return Verdict(outcome, "no", status, error=error, retry=True)
+    data = body.get("data")
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        error = UpstreamError(
+            "KeyAPI answered success but `data` is not a list (this credit was charged).",
+            hint="Retry later; if it persists the upstream API may have changed.",
+        )
+        return Verdict("malformed_data", "yes", status, error=error)
+    return Verdict("ok", "yes", status, rows=data)
 
-    async def __aenter__(self) -> UpstreamPool:
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._injected is None:
-            for transport in self._transports:
-                await transport.aclose()
-        self._transports = []
+def classify_failure(exc: BaseException, status: int | None = None) -> Verdict:
+    """Classify an attempt that produced no usable answer (connection, deadline, body problems)."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        # Never reached the upstream: not charged, safe to retry.
+        error = UpstreamError(
+            "Could not connect to the KeyAPI upstream.",
+            hint="Check the network and KEYAPI_BASE_URL, then retry; nothing was charged.",
+        )
+        return Verdict(type(exc).__name__, "no", error=error, retry=True)
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        error = UpstreamTimeout(
+            "The KeyAPI upstream did not answer within KEYAPI_TIMEOUT_SECONDS; the request may have been "
+            "charged (counted as spent).",
+            hint="Retry the same call later; pages already fetched are cached. Raise KEYAPI_TIMEOUT_SECONDS "
+            "if this persists.",
+        )
+        return Verdict("timeout", "uncertain", status, error=error)
+    charged: Charged = "uncertain" if status in (None, 200) else "no"
+    if isinstance(exc, BodyTooLarge):
+        error = UpstreamError(
+            f"The upstream answered with an oversized body (over {MAX_BODY_BYTES // (1024 * 1024)} MB decoded); "
+            "reading stopped there.",
+            hint="Retry with fewer video ids.",
+        )
+        return Verdict("oversized_body", charged, status, error=error)
+    if isinstance(exc, UnsupportedEncoding | httpx.DecodingError):
+        error = UpstreamError(
+            "The upstream answered with a body that could not be decoded (counted as possibly charged).",
+            hint="Retry later; if it persists the upstream API may have changed.",
+        )
+        return Verdict("undecodable_body", charged, status, error=error)
+    # Sent, then the connection broke: the upstream may have charged it.
+    error = UpstreamError(
+        "The connection to the KeyAPI upstream was lost after the request was sent; it may have been charged "
+        "(counted as spent).",
+        hint="Retry the same call; pages already fetched are cached.",
+    )
+    return Verdict(f"transport_error:{type(exc).__name__}", "uncertain", status, error=error)
 
 
-class HTTPGetter(Protocol):
-    """What `KeyAPIClient` needs from HTTP: an `UpstreamPool`, or an `httpx.AsyncClient` in tests."""
-
-    async def get(
-        self,
-        url: str,
-        *,
-        params: dict[str, Any],
-        headers: dict[str, str],
-        timeout: tuple[float, float, float, float],  # noqa: ASYNC109  (httpx's per-phase timeouts)
-    ) -> httpx.Response: ...
+# -- the client ----------------------------------------------------------------------------------------
 
 
 class KeyAPIClient:
-    """Upstream client. Owns no connection pool: the `UpstreamPool` is injected (lifespan-owned)."""
+    """Upstream client. Owns no connections: the `httpx.AsyncClient` is injected (opened by the server)."""
 
     def __init__(
         self,
-        http: HTTPGetter,
+        http: httpx.AsyncClient,
         *,
         api_key: str,
         base_url: str,
@@ -355,8 +402,8 @@ class KeyAPIClient:
         self._api_key = api_key
         self._url = base_url.rstrip("/") + ENDPOINT
         self._limiter = rate_limiter
-        # httpx's (connect, read, write, pool) tuple form: no httpx import needed at construction.
-        self._timeout = (min(timeout_seconds, 10.0), timeout_seconds, timeout_seconds, timeout_seconds)
+        self.timeout_seconds = timeout_seconds
+        self._timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS))
         self._sleep = sleep
         self._clock = clock
         self._headers = {
@@ -375,175 +422,67 @@ class KeyAPIClient:
         attempt = 0
         while True:
             attempt += 1
-            try:
-                return await self._attempt(video_ids, page_num, gate)
-            except _Retryable as retry:
-                elapsed = self._clock() - started
-                wait = retry.wait if retry.wait is not None else backoff_seconds(attempt)
-                if attempt >= MAX_ATTEMPTS or elapsed + wait > RETRY_BUDGET_SECONDS:
-                    if isinstance(retry.error, RateLimited) and retry.wait is not None:
-                        retry.error.hint = (
-                            f"Retry in about {max(1, round(retry.wait))} s; results already "
-                            "fetched are cached and will not be paid again."
-                        )
-                    raise retry.error from None
-                log.info("upstream attempt %d failed (%s); retrying in %.2fs", attempt, retry.error.code, wait)
-                await self._sleep(wait)
+            verdict = await self._attempt(video_ids, page_num, gate)
+            if verdict.rows is not None:
+                return Page(rows=verdict.rows, request_id=verdict.request_id)
+            error = verdict.error
+            assert error is not None
+            error.status, error.request_id = verdict.status, verdict.request_id
+            if not verdict.retry:
+                raise error
+            wait = verdict.retry_wait if verdict.retry_wait is not None else backoff_seconds(attempt)
+            if attempt >= MAX_ATTEMPTS or self._clock() - started + wait > RETRY_BUDGET_SECONDS:
+                if isinstance(error, RateLimited) and verdict.retry_wait is not None:
+                    error.hint = (
+                        f"Retry in about {max(1, round(verdict.retry_wait))} s; results already fetched are "
+                        "cached and will not be paid again."
+                    )
+                raise error
+            log.info("upstream attempt %d failed (%s); retrying in %.2fs", attempt, error.code, wait)
+            await self._sleep(wait)
 
-    async def _attempt(self, video_ids: Sequence[str], page_num: int, gate: CreditGate) -> Page:
-        params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
-        _load_httpx()
-        import httpx
-
-        ids_count = len(video_ids)
-        reservation = await gate.reserve(ids_count, page_num)
-
-        async def settle(status: int | None, outcome: str, charged: Charged, rid: str | None = None) -> None:
-            await gate.settle(reservation, Attempt(ids_count, page_num, status, outcome, charged, rid))
-
+    async def _attempt(self, video_ids: Sequence[str], page_num: int, gate: CreditGate) -> Verdict:
+        """One reserved attempt: the reservation is settled with the verdict, whatever happens."""
+        reservation = await gate.reserve(len(video_ids), page_num)
+        verdict: Verdict | None = None
+        sent = False
         try:
             await self._limiter.acquire()
-        except BaseException:
-            # Cancelled while waiting for the rate limiter: nothing was sent, release the credit.
+            sent = True
+            verdict = await self._exchange(video_ids, page_num)
+            return verdict
+        finally:
+            if verdict is None:  # cancelled (or crashed) before an outcome was seen
+                verdict = Verdict("cancelled", "uncertain") if sent else Verdict("cancelled_before_send", "no")
+            # Shielded from cancellation so the ledger row is settled now, not left behind as a reservation.
             with anyio.CancelScope(shield=True):
-                await settle(None, "cancelled_before_send", "no")
-            raise
+                await gate.settle(
+                    reservation,
+                    Attempt(
+                        len(video_ids),
+                        page_num,
+                        verdict.status,
+                        verdict.outcome,
+                        verdict.charged,
+                        verdict.request_id,
+                    ),
+                )
+
+    async def _exchange(self, video_ids: Sequence[str], page_num: int) -> Verdict:
+        """Send the GET and classify what came back, within one deadline from connect to last byte."""
+        params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
+        status: int | None = None
         try:
-            response = await self._http.get(self._url, params=params, headers=self._headers, timeout=self._timeout)
-            body_bytes = response.content
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # Never reached the upstream: not charged, safe to retry.
-            await settle(None, type(exc).__name__, "no")
-            raise _Retryable(
-                UpstreamError(
-                    "Could not connect to the KeyAPI upstream.",
-                    hint="Check the network and KEYAPI_BASE_URL, then retry; nothing was charged.",
-                )
-            ) from None
-        except httpx.TimeoutException:
-            await settle(None, "read_timeout", "uncertain")
-            raise UpstreamTimeout(
-                "The KeyAPI upstream did not answer in time; the request may have been charged (counted as spent).",
-                hint="Retry the same call later; pages already fetched are cached. Raise "
-                "KEYAPI_TIMEOUT_SECONDS if this persists.",
-            ) from None
-        except httpx.TransportError as exc:
-            # Sent, then the connection broke: the upstream may have charged it.
-            await settle(None, f"transport_error:{type(exc).__name__}", "uncertain")
-            raise UpstreamError(
-                "The connection to the KeyAPI upstream was lost after the request was sent; it may "
-                "have been charged (counted as spent).",
-                hint="Retry the same call; pages already fetched are cached.",
-            ) from None
-        except BaseException:
-            # Cancelled mid-request: the request may have reached the upstream.
-            # Shielded from the (anyio) cancellation so the ledger row is settled now, not left behind.
-            with anyio.CancelScope(shield=True):
-                await settle(None, "cancelled", "uncertain")
-            raise
-
-        status = response.status_code
-        if len(body_bytes) > MAX_BODY_BYTES:
-            await settle(status, "oversized_body", "uncertain" if status == 200 else "no")
-            raise UpstreamError("The upstream answered with an oversized body.", hint="Retry with fewer video ids.")
-        body = parse_body(body_bytes, self._redact)
-        rid = _request_id(body, response, self._redact)
-        upstream_msg = _upstream_message(body)
-        quoted = f' Upstream said: "{upstream_msg}".' if upstream_msg else ""
-
-        if status in (401, 403):
-            await settle(status, f"http_{status}", "no", rid)
-            raise Unauthorized(f"KeyAPI refused the API key (HTTP {status}).{quoted}", status=status, request_id=rid)
-        if status == 402:
-            await settle(status, "http_402", "no", rid)
-            raise OutOfCredits(
-                f"KeyAPI reports the account is out of credits (HTTP 402).{quoted}",
-                status=status,
-                request_id=rid,
-            )
-        if status == 429:
-            await settle(status, "http_429", "no", rid)
-            wait = retry_after_seconds(response)
-            raise _Retryable(
-                RateLimited(
-                    f"KeyAPI rate limit reached (HTTP 429).{quoted}",
-                    hint="Retry in a few seconds; results already fetched are cached.",
-                    status=status,
-                    request_id=rid,
-                ),
-                wait=wait,
-            )
-        if status >= 500:
-            await settle(status, f"http_{status}", "no", rid)
-            raise _Retryable(
-                UpstreamError(
-                    f"KeyAPI upstream error (HTTP {status}).{quoted}",
-                    hint="The upstream is failing; retry later. Nothing was charged.",
-                    status=status,
-                    request_id=rid,
-                )
-            )
-        if status != 200:
-            await settle(status, f"http_{status}", "no", rid)
-            raise UpstreamError(
-                f"KeyAPI rejected the request (HTTP {status}).{quoted}",
-                hint="Check the video ids; nothing was charged.",
-                status=status,
-                request_id=rid,
-            )
-
-        if not isinstance(body, dict) or "code" not in body:
-            # A 200 whose body is not the documented envelope (HTML page, truncated JSON...). We
-            # cannot tell whether it was charged: count it, never silently.
-            await settle(status, "malformed_body", "uncertain", rid)
-            raise UpstreamError(
-                "KeyAPI answered HTTP 200 with a body that is not the documented JSON envelope "
-                "(counted as possibly charged).",
-                hint="Retry later; if it persists the upstream API may have changed.",
-                status=status,
-                request_id=rid,
-            )
-        code = body.get("code")
-        if code not in (0, "0"):
-            await settle(status, f"envelope_{clean_text(str(code), 30)}"[:40], "no", rid)
-            # The documented `code` is an integer; accept "401" as 401 so a stringly upstream maps the same.
-            if isinstance(code, str) and code.strip().isdigit():
-                code = int(code)
-            error_cls = {401: Unauthorized, 403: Unauthorized, 402: OutOfCredits}.get(
-                code if isinstance(code, int) and not isinstance(code, bool) else -1
-            )
-            if error_cls is not None:
-                raise error_cls(f"KeyAPI refused the request (code {code}).{quoted}", status=status, request_id=rid)
-            if code == 400:
-                raise UpstreamError(
-                    f"KeyAPI rejected the request (code 400).{quoted}",
-                    hint="Check the video ids; nothing was charged.",
-                    request_id=rid,
-                )
-            if code == 429:
-                raise _Retryable(
-                    RateLimited(
-                        f"KeyAPI rate limit reached (code 429).{quoted}",
-                        hint="Retry in a few seconds.",
-                        request_id=rid,
-                    )
-                )
-            raise _Retryable(
-                UpstreamError(
-                    f"KeyAPI returned an error envelope (code {clean_text(str(code), 20)}).{quoted}",
-                    hint="Retry later; nothing was charged.",
-                    request_id=rid,
-                )
-            )
-        data = body.get("data")
-        if data is None:
-            data = []
-        if not isinstance(data, list):
-            await settle(status, "malformed_data", "yes", rid)
-            raise UpstreamError(
-                "KeyAPI answered success but `data` is not a list (this credit was charged).",
-                hint="Retry later; if it persists the upstream API may have changed.",
-                request_id=rid,
-            )
-        await settle(status, "ok", "yes", rid)
-        return Page(rows=data, request_id=rid)
+            with anyio.fail_after(self.timeout_seconds):
+                async with self._http.stream(
+                    "GET", self._url, params=params, headers=self._headers, timeout=self._timeout
+                ) as response:
+                    status = response.status_code
+                    body_bytes = await read_bounded(response)
+                    header_rid = response.headers.get("x-request-id")
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        except (httpx.HTTPError, TimeoutError, BodyTooLarge, UnsupportedEncoding) as exc:
+            return classify_failure(exc, status)
+        body = parse_body(body_bytes, self._redact)  # the key is redacted before any text is capped
+        rid = request_id_of(body, self._redact(header_rid) if header_rid else None)
+        return dataclasses.replace(classify_response(status, body, retry_after=retry_after), request_id=rid)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from keyapi_mcp.errors import ConfigError
+
 ENV_PREFIX = "KEYAPI_"
 DEFAULT_BASE_URL = "https://api.keyapi.ai"
 
@@ -30,10 +32,6 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class ConfigError(ValueError):
-    """A setting is invalid; the message is one line per offending variable."""
 
 
 class Settings(BaseSettings):
@@ -64,8 +62,6 @@ class Settings(BaseSettings):
     mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     mcp_max_concurrent_calls: int = Field(default=32, ge=1, le=10_000)
     mcp_max_body_bytes: int = Field(default=262_144, ge=1024)
-    # stdio transport: "native" (pipes served on the event loop where safe) or "sdk" (the SDK's thread-based one).
-    mcp_stdio: Literal["native", "sdk"] = "native"
 
     @field_validator("api_key", "mcp_auth_token", mode="before")
     @classmethod
@@ -79,11 +75,6 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("mcp_stdio", mode="before")
-    @classmethod
-    def _lower_stdio(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("state_url", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""The error kinds a model can see, one class per public code.
+"""Every error kind the server raises: those a model can see (one class per public code) and start-up errors.
 
 Each error renders as `[code] what happened. What to do next.` — the bracketed code is the stable
 contract (tests and programs match on it); the prose is for the model. Messages never contain the
@@ -87,8 +87,33 @@ class UpstreamTimeout(KeyAPIError):
 
 
 class StateStoreError(BudgetExceeded):
-    """The credit ledger cannot be read or written: fail closed, as a budget refusal naming the store.
+    """The credit ledger or cache cannot be read or written.
 
-    No upstream request may be made without a reservation in the ledger, so an unusable store refuses
-    the call rather than spending blind.
+    Before a request it fails the call closed, as a budget refusal naming the store (no upstream request may
+    be made without a reservation). After a paid request the service catches it: the rows are still returned,
+    with a warning that they could not be recorded or cached.
     """
+
+
+class ServerBusy(RateLimited):
+    """Every tool-call slot stayed taken for the whole bounded wait (KEYAPI_MCP_MAX_CONCURRENT_CALLS)."""
+
+
+class UnknownTool(KeyAPIError):
+    code = "unknown_tool"
+    default_hint = "Call tools/list to see the tools this server offers (get_video_products, get_credit_usage)."
+
+
+# -- start-up errors: reported on stderr by the CLI, never to a model ---------------------------------
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line per offending variable (exit status 2)."""
+
+
+class HttpConfigError(ConfigError):
+    """The HTTP transport cannot start safely with this configuration (exit status 2)."""
+
+
+class StoreOpenError(RuntimeError):
+    """The state database cannot be opened or migrated (corrupt, empty, unwritable, full). Fatal at start."""

@@ -9,11 +9,11 @@ content carries the full typed result, derived metrics included.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
+from keyapi_mcp.domain import DayUsage, FetchOutcome, LedgerEntry, VideoData, iso, next_midnight
 from keyapi_mcp.models import (
     Credits,
     CreditUsage,
@@ -26,10 +26,9 @@ from keyapi_mcp.models import (
     VideoProductsResult,
     clean_text,
     parse_rows,
+    quote_upstream,
     split_hashtags,
 )
-from keyapi_mcp.service import FetchOutcome, VideoData
-from keyapi_mcp.store import DayUsage, LedgerEntry, iso, next_midnight
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -74,45 +73,9 @@ def _first(rows: Sequence[UpstreamRow], attr: str) -> object:
     return None
 
 
-# Built videos of recent answers, by (video id, fetched_at, format, fingerprint of the raw rows). Asking again
-# about the same videos is the common case (follow-up questions, the cache hit after a fetch), and building is
-# most of what a cached answer costs (~0.15 ms of parsing and deriving per video). Small: 16 entries of ~15 KB each.
-_BUILT: OrderedDict[tuple[str, float, str, int], tuple[VideoOut, tuple[str, ...]]] = OrderedDict()
-_BUILT_MAX = 16
-
-
-def _fingerprint(rows: Sequence[object]) -> int | None:
-    """A hash of every raw value of every row (rows are flat dicts of scalars after `parse_body`), or None.
-
-    Equal fingerprints with equal id, fetched_at and format mean the same rows: a false match would need a
-    64-bit collision of Python's keyed (per-process random) hash between two fetches of one video at the
-    same instant.
-    """
-    try:
-        return hash(tuple(tuple(row.items()) if isinstance(row, dict) else (row,) for row in rows))
-    except TypeError:  # an unhashable value: never memoised
-        return None
-
-
 def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[VideoOut, list[str]]:
-    """One video's output (products ordered by GMV, derived metrics) from its raw rows; memoised (see `_BUILT`)."""
+    """One video's output (products ordered by GMV, derived metrics) from its raw rows."""
     source = "cache" if data.from_cache else "upstream"
-    fingerprint = _fingerprint(data.rows)
-    key = (data.video_id, data.fetched_at, response_format, fingerprint) if fingerprint is not None else None
-    if key is not None and (hit := _BUILT.get(key)) is not None:
-        _BUILT.move_to_end(key)
-        video, warnings = hit
-        # Shared, never mutated: a result only reads the videos it lists.
-        return (video if video.source == source else video.model_copy(update={"source": source})), list(warnings)
-    video, row_warnings = _build_video(data, source, response_format)
-    if key is not None:
-        _BUILT[key] = (video, tuple(row_warnings))
-        if len(_BUILT) > _BUILT_MAX:
-            _BUILT.popitem(last=False)
-    return video, row_warnings
-
-
-def _build_video(data: VideoData, source: str, response_format: ResponseFormat) -> tuple[VideoOut, list[str]]:
     rows, warnings = parse_rows(data.rows)
     views = _first(rows, "total_views_cnt")
     likes = _first(rows, "total_digg_cnt")
@@ -171,7 +134,6 @@ def _build_video(data: VideoData, source: str, response_format: ResponseFormat) 
 def build_result(
     outcome: FetchOutcome,
     *,
-    usage: DayUsage,
     daily_limit: int,
     response_format: ResponseFormat = "concise",
     demo: bool = False,
@@ -212,7 +174,7 @@ def build_result(
         not_found=not_found,
         videos=videos,
         summary=summary,
-        credits=credits_block(outcome.spent, outcome.cached_videos, usage, daily_limit),
+        credits=credits_block(outcome.spent, outcome.cached_videos, outcome.usage, daily_limit),
         warnings=[*outcome.warnings, *warnings],
     )
 
@@ -222,13 +184,13 @@ def _remaining(daily_limit: int, spent: int) -> int | None:
     return max(0, daily_limit - spent) if daily_limit else None
 
 
-def credits_block(spent: int, cached_videos: int, usage: DayUsage, daily_limit: int) -> Credits:
+def credits_block(spent: int, cached_videos: int, usage: DayUsage | None, daily_limit: int) -> Credits:
     return Credits(
         spent=spent,
         cached_videos=cached_videos,
-        spent_today=usage.spent,
+        spent_today=usage.spent if usage is not None else None,
         daily_limit=daily_limit or None,
-        remaining_today=_remaining(daily_limit, usage.spent),
+        remaining_today=_remaining(daily_limit, usage.spent) if usage is not None else None,
     )
 
 
@@ -294,11 +256,6 @@ def _compact(value: int | None) -> str:
     return str(value)
 
 
-def _quote(text: str) -> str:
-    # Untrusted upstream text: cleaned already; delimited so it cannot pose as our own lines.
-    return "«" + text.replace("«", "‹").replace("»", "›") + "»"
-
-
 def render_text(result: VideoProductsResult) -> str:
     lines: list[str] = []
     if result.demo:
@@ -309,7 +266,7 @@ def render_text(result: VideoProductsResult) -> str:
         "(currency not stated upstream)"
     )
     if result.videos:
-        lines.append("video | views | eng% | units | GMV ; then product | units | GMV | avg")
+        lines.append("video | views | eng% | units | GMV | region created [cached] ; then product | units | GMV | avg")
     for v in result.videos:
         eng = f"{v.engagement_rate * 100:.1f}" if v.engagement_rate is not None else "?"
         head = f"{v.video_id} | {_compact(v.views)} | {eng} | {v.units_sold} | {_num(v.gmv)}"
@@ -321,9 +278,9 @@ def render_text(result: VideoProductsResult) -> str:
         lines.append(head)
         if v.description is not None or v.hashtags:
             if v.description:
-                lines.append(f"  desc {_quote(v.description)}")
+                lines.append(f"  desc {quote_upstream(v.description)}")
             if v.hashtags:
-                lines.append(f"  tags {_quote(' '.join(v.hashtags))}")
+                lines.append(f"  tags {quote_upstream(' '.join(v.hashtags))}")
             media = [
                 f"{k}={val}"
                 for k, val in (
@@ -344,8 +301,13 @@ def render_text(result: VideoProductsResult) -> str:
     if result.warnings:
         lines.append("warnings: " + "; ".join(result.warnings))
     c = result.credits
-    credit = f"credits: spent {c.spent}, {c.cached_videos} videos from cache; today {c.spent_today}"
-    credit += f"/{c.daily_limit} ({c.remaining_today} left)" if c.daily_limit else " (no daily limit)"
+    credit = f"credits: spent {c.spent}, {_count(c.cached_videos, 'video')} from cache; "
+    if c.spent_today is None:
+        credit += "today's total unknown (ledger unreadable)"
+    elif c.daily_limit:
+        credit += f"today {c.spent_today}/{c.daily_limit} ({c.remaining_today} left)"
+    else:
+        credit += f"today {c.spent_today} (no daily limit)"
     lines.append(credit)
     if not result.complete:
         ids = result.pending_ids

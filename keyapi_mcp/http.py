@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyapi_mcp import __version__
 from keyapi_mcp.config import Settings, is_loopback_host
+from keyapi_mcp.errors import HttpConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ MIN_TOKEN_CHARS = 16
 
 LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
 LOOPBACK_ORIGINS = [f"http://{host}" for host in LOOPBACK_HOSTS]
-
-
-class HttpConfigError(ValueError):
-    """The HTTP transport cannot start safely with this configuration (the CLI exits with status 2)."""
 
 
 def _host_literal(host: str) -> str:

@@ -248,6 +248,20 @@ def clean_text(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
     return cleaned
 
 
+def quote_upstream(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """Untrusted upstream text, cleaned and delimited with «…» so it cannot pose as our own words."""
+    cleaned = clean_text(value, limit)
+    if not cleaned:
+        return None
+    return "«" + cleaned.replace("«", "‹").replace("»", "›") + "»"
+
+
+def clean_identifier(value: str, limit: int = 100) -> str | None:
+    """An upstream token shown as an identifier (request ids): visible ASCII letters, digits and `-_.:/` only."""
+    kept = re.sub(r"[^A-Za-z0-9\-_.:/]", "", value)[:limit]
+    return kept or None
+
+
 def split_hashtags(value: str | None) -> list[str]:
     text = clean_text(value, limit=2000) or ""
     tags: list[str] = []
@@ -324,7 +338,7 @@ class Summary(BaseModel):
 class Credits(BaseModel):
     spent: int = Field(description="Credits charged by this call (uncertain outcomes included).")
     cached_videos: int = Field(description="Videos answered from cache at no cost.")
-    spent_today: int
+    spent_today: int | None = Field(description="Null when the ledger could not be read (see warnings).")
     daily_limit: int | None = Field(description="Null when there is no daily limit.")
     remaining_today: int | None
 

@@ -40,21 +40,20 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
-from keyapi_mcp.client import Attempt
-from keyapi_mcp.errors import StateStoreError
-from keyapi_mcp.store import (
+from keyapi_mcp.domain import (
     LEDGER_KEEP_DAYS,
+    Attempt,
     CachedPage,
     CachedVideo,
     Clock,
     DayUsage,
     LedgerEntry,
     Reservation,
-    StoreOpenError,
     budget_refusal,
     dumps_compact,
     utc_day,
 )
+from keyapi_mcp.errors import StateStoreError, StoreOpenError
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +285,8 @@ class RedisStore:
             log.warning("%s is not usable (%s); refusing paid calls until it answers again", self.description, detail)
         raise StateStoreError(
             f"The shared credit ledger ({self.description}) is not usable: {detail}.",
-            hint="No upstream request was made. The server retries Redis on every call and recovers by itself "
-            "when it answers again; check that Redis is running and KEYAPI_STATE_URL points at it.",
+            hint="The server retries Redis on every call and recovers by itself when it answers again; check "
+            "that Redis is running and KEYAPI_STATE_URL points at it.",
         ) from None
 
     async def _call(self, awaitable: Any) -> Any:
@@ -378,9 +377,6 @@ class RedisStore:
         pipe.hincrby(key, "saved", credits)
         pipe.expire(key, _KEEP_SECONDS)
         await self._call(pipe.execute())
-
-    def flush_saved(self) -> None:
-        """Nothing to flush: each saving is written at once (one pipelined round trip)."""
 
     # -- cache ----------------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""The MCP surface: `build_server(settings)` and two thin tools.
+"""The MCP surface: `build_server(settings)` registers two thin tools over `ProductsService`.
 
-Each tool is validate → (cache/budget/client via `ProductsService`) → format. Failures a model can act
-on are raised as `ToolError` carrying `[code] what happened. what to do.`; in mcp 2.x only that text
-reaches the model. Argument-schema failures are rewritten to `[invalid_input]` too (see
-`KeyAPIMCPServer.call_tool`), and unknown arguments are rejected rather than silently ignored.
+Each tool is: validate arguments (the SDK, strictly) → `ProductsService` (cache, budget, upstream) →
+`format` (result model and compact text). Failures a model can act on are raised as domain errors and
+become `ToolError` text `[code] what happened. what to do.` in `KeyAPIMCPServer.call_tool` — in mcp 2.x
+only that text reaches the model.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
+import httpx
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
@@ -23,35 +24,135 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
-from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter, UpstreamPool
+from keyapi_mcp.client import KeyAPIClient, RateLimiter
+from keyapi_mcp.concurrency import CallSlots
 from keyapi_mcp.config import Settings
-from keyapi_mcp.errors import KeyAPIError, MissingApiKey
+from keyapi_mcp.domain import PAGE_SIZE, Store
+from keyapi_mcp.errors import KeyAPIError, UnknownTool
 from keyapi_mcp.format import build_result, build_usage, render_text, render_usage
-from keyapi_mcp.limits import CallSlots
-from keyapi_mcp.models import (
-    MAX_VIDEO_IDS,
-    CreditUsage,
-    VideoProductsResult,
-    normalize_video_ids,
-)
+from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage, VideoProductsResult, normalize_video_ids
 from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
-from keyapi_mcp.store import SQLiteStore, Store
-
-if TYPE_CHECKING:  # httpx is imported on the first upstream request (see UpstreamPool)
-    import httpx
+from keyapi_mcp.sqlite_store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "keyapi-mcp"
 DEMO_API_KEY = "demo-key-not-secret"
+DEMO_BASE_URL = "https://demo.invalid"
 
-INSTRUCTIONS = """\
+INSTRUCTIONS = f"""\
 KeyAPI TikTok video commerce data. Use get_video_products to answer "which products does this TikTok \
-video sell, and how well?" for up to 50 videos per call (ids or tiktok.com video URLs). It costs paid \
-KeyAPI credits (1 per upstream page of 10 product rows), but repeated or overlapping questions are \
-answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
+video sell, and how well?" for up to {MAX_VIDEO_IDS} videos per call (ids or tiktok.com video URLs). It costs \
+paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product rows), but repeated or overlapping questions \
+are answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
 (free) to check the remaining budget before large requests."""
+
+INTERNAL_ERROR_TEXT = (
+    "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server log). Pages "
+    "fetched before it are cached; retry the same call, or call get_credit_usage to see what was spent."
+)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    service: ProductsService
+    demo: bool
+
+
+# -- the tools -----------------------------------------------------------------------------------------
+
+VideoIds = Annotated[
+    list[Annotated[str, Field(max_length=4096)]],
+    Field(
+        min_length=1,
+        max_length=MAX_VIDEO_IDS,
+        description=(
+            f'1-{MAX_VIDEO_IDS} distinct TikTok videos: numeric video ids ("7521783049722285367"), tiktok.com '
+            "video URLs (https://www.tiktok.com/@user/video/<id>), or comma-joined ids. Duplicates are dropped. "
+            "Short links (vm.tiktok.com) are not accepted."
+        ),
+    ),
+]
+MaxCredits = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=100_000,
+        description="Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
+        "0 = answer from cache only.",
+    ),
+]
+PageNum = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=100_000,
+        description="Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
+        "(with its pending ids) to continue it.",
+    ),
+]
+ResponseFormat = Annotated[
+    Literal["concise", "detailed"],
+    Field(
+        description="concise (default): numbers only. detailed: adds description, hashtags, cover/video URLs, "
+        "dimensions (more tokens)."
+    ),
+]
+Refresh = Annotated[
+    bool,
+    Field(
+        description="Bypass the cache and re-fetch (costs credits). Only when fresher data than the cached "
+        "fetched_at is needed."
+    ),
+]
+
+
+async def get_video_products(
+    video_ids: VideoIds,
+    ctx: Context[AppState],
+    max_credits: MaxCredits = None,
+    page_num: PageNum = 1,
+    response_format: ResponseFormat = "concise",
+    refresh: Refresh = False,
+) -> Annotated[CallToolResult, VideoProductsResult]:
+    state = ctx.request_context.lifespan_context
+
+    async def progress(done: int, message: str) -> None:
+        try:
+            await ctx.report_progress(done, None, message)
+        except Exception:  # progress is best effort; never lose a paid page over it
+            log.debug("progress notification failed", exc_info=True)
+
+    outcome = await state.service.fetch(
+        normalize_video_ids(video_ids), page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress
+    )
+    result = build_result(
+        outcome, daily_limit=state.settings.daily_credit_limit, response_format=response_format, demo=state.demo
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=render_text(result))],
+        structured_content=result.model_dump(mode="json", exclude_unset=True),
+    )
+
+
+async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
+    state = ctx.request_context.lifespan_context
+    snapshot = await state.service.usage_snapshot()
+    report = build_usage(
+        snapshot.usage,
+        snapshot.recent,
+        cached_videos=snapshot.cached_videos,
+        daily_limit=state.settings.daily_credit_limit,
+        max_credits_per_call=state.settings.max_credits_per_call,
+        now=snapshot.now,
+        demo=state.demo,
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=render_usage(report))],
+        structured_content=report.model_dump(mode="json"),
+    )
 
 
 def _describe_cache(ttl: int) -> str:
@@ -61,15 +162,14 @@ def _describe_cache(ttl: int) -> str:
     return f"Videos fetched in the last {span} come from cache at no cost."
 
 
-def _describe_get_video_products(settings: Settings) -> str:
+def describe_get_video_products(settings: Settings, *, demo: bool = False) -> str:
     limit = f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit else "no daily limit"
-    return f"""\
+    text = f"""\
 Products sold in TikTok videos, with estimated units sold and GMV per product, from KeyAPI's Video \
 Products (Analytics) endpoint.
 
 Use it for: which products a video features, how many units each sold and the GMV it drove, and how \
-well a video converts (engagement, units and GMV per 1k views). Pass every video you need in one call \
-(1-{MAX_VIDEO_IDS} ids; numeric ids or https://www.tiktok.com/@user/video/<id> URLs).
+well a video converts (engagement, units and GMV per 1k views). Pass every video you need in one call.
 
 Cost: each upstream page (up to {PAGE_SIZE} product rows across the requested videos) costs 1 paid \
 credit. At most {settings.max_credits_per_call} credits per call (KEYAPI_MAX_CREDITS_PER_CALL; lower \
@@ -80,14 +180,118 @@ GMV) with units, GMV and average price; totals; credits spent; `not_found` ids w
 GMV currency is not stated by the upstream. If `complete` is false, call again with the pending ids and \
 `next_page_num` as the text says. response_format="detailed" adds description, hashtags, cover and \
 video URLs."""
+    if demo:
+        from keyapi_mcp.fake_upstream import demo_dataset
+
+        ids = ", ".join(vid for vid, rows in demo_dataset().items() if rows)
+        text += (
+            f"\n\nDEMO MODE: sample data, no credits. Videos with products: {ids}. Any other id answers "
+            "'no products', as a real video without products would."
+        )
+    return text
 
 
-@dataclass
-class AppState:
-    settings: Settings
-    service: ProductsService
-    store: Store
-    demo: bool
+CREDIT_USAGE_DESCRIPTION = (
+    "Free, no upstream request, works without an API key. Reports credits spent today (UTC), the daily "
+    "limit and what remains, the per-call cap, when the limit resets, credits the cache saved, cached videos, "
+    "and the last 10 upstream requests. Call it before large get_video_products requests."
+)
+
+
+def _published(tool: Tool) -> Tool:
+    """Publish a tool that validates strictly and advertises compact schemas.
+
+    Unknown arguments are rejected (a typo'd `refresh` must not silently serve a stale cache) and types are
+    strict (`max_credits: true`, `"1"` or `1.0` is no integer, `refresh: "yes"` no boolean): a coerced value
+    could spend a credit the model never meant to. Schemas are compacted (see `keyapi_mcp.schema`).
+    """
+    base = tool.fn_metadata.arg_model
+    tool.fn_metadata.arg_model = type(
+        base.__name__, (base,), {"model_config": ConfigDict(extra="forbid", strict=True), "__module__": base.__module__}
+    )
+    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False})
+    if tool.fn_metadata.output_schema is not None:
+        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
+    return tool
+
+
+def tools_for(settings: Settings, *, demo: bool = False) -> list[Tool]:
+    """The two tools, with descriptions that state this server's actual limits."""
+    return [
+        _published(
+            Tool.from_function(
+                get_video_products,
+                name="get_video_products",
+                title="TikTok video products & sales (KeyAPI, paid)",
+                description=describe_get_video_products(settings, demo=demo),
+                annotations=ToolAnnotations(
+                    read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+                ),
+            )
+        ),
+        _published(
+            Tool.from_function(
+                get_credit_usage,
+                name="get_credit_usage",
+                title="KeyAPI credit usage (free)",
+                description=CREDIT_USAGE_DESCRIPTION,
+                annotations=ToolAnnotations(
+                    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+                ),
+            )
+        ),
+    ]
+
+
+# -- errors --------------------------------------------------------------------------------------------
+
+
+def _validation_text(tool: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
+        problems.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return (
+        f"[invalid_input] Invalid arguments for {tool}: "
+        + "; ".join(problems)
+        + ". Fix the arguments as the tool's input schema describes and call again; nothing was charged."
+    )
+
+
+class KeyAPIMCPServer(MCPServer[AppState]):
+    """The one place tool failures become what the model reads.
+
+    Tools raise the domain errors of `keyapi_mcp.errors`; here each becomes a `ToolError` whose text starts
+    with its `[code]` (without the SDK's "Error executing tool X:" prefix), argument-schema failures become
+    `[invalid_input]` naming the fields, and anything unexpected is logged with its traceback and reported
+    without internals. Calls are capped by `call_slots` (KEYAPI_MCP_MAX_CONCURRENT_CALLS).
+    """
+
+    call_slots: CallSlots | None = None
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            if name not in {tool.name for tool in await self.list_tools()}:
+                raise UnknownTool(f"There is no tool named {name!r}.")
+            if self.call_slots is None:
+                return await super().call_tool(name, arguments, context)
+            async with self.call_slots.hold():
+                return await super().call_tool(name, arguments, context)
+        except KeyAPIError as exc:  # raised before the tool runs (unknown tool, server busy)
+            raise ToolError(exc.render()) from None
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(_validation_text(name, cause)) from cause
+            if isinstance(cause, KeyAPIError):
+                raise ToolError(cause.render()) from None
+            if isinstance(exc, UnexpectedToolError):
+                log.error("tool %s failed unexpectedly", name, exc_info=cause)
+                raise ToolError(INTERNAL_ERROR_TEXT) from None
+            raise
+
+
+# -- assembly ------------------------------------------------------------------------------------------
 
 
 def default_state_dir() -> Path:
@@ -110,72 +314,14 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
     return SQLiteStore.in_dir(settings.state_dir or default_state_dir(), clock=clock)
 
 
-INTERNAL_ERROR_TEXT = (
-    "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server log). Pages "
-    "fetched before it are cached; retry the same call, or call get_credit_usage to see what was spent."
-)
-
-
-class KeyAPIMCPServer(MCPServer[AppState]):
-    """The one place tool failures become what the model reads.
-
-    Tools raise the domain errors of `keyapi_mcp.errors`; here each becomes a `ToolError` whose text starts
-    with its `[code]` (without the SDK's "Error executing tool X:" prefix), argument-schema failures become
-    `[invalid_input]` naming the fields, and anything unexpected is logged with its traceback and reported
-    without internals.
-    """
-
-    call_slots: CallSlots | None = None  # cap on concurrent tool calls (KEYAPI_MCP_MAX_CONCURRENT_CALLS)
-
-    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        try:
-            if self.call_slots is None:
-                return await super().call_tool(name, arguments, context)
-            async with self.call_slots.hold():
-                return await super().call_tool(name, arguments, context)
-        except KeyAPIError as exc:  # ServerBusy, raised before the tool runs
-            raise ToolError(exc.render()) from None
-        except ToolError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ValidationError):
-                raise ToolError(_validation_text(name, cause)) from cause
-            if isinstance(cause, KeyAPIError):
-                raise ToolError(cause.render()) from None
-            if isinstance(exc, UnexpectedToolError):
-                log.error("tool %s failed unexpectedly", name, exc_info=cause)
-                raise ToolError(INTERNAL_ERROR_TEXT) from None
-            raise
-
-
-def _validation_text(tool: str, exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors(include_input=False, include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
-        problems.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return (
-        f"[invalid_input] Invalid arguments for {tool}: "
-        + "; ".join(problems)
-        + ". Fix the arguments as the tool's input schema describes and call again; nothing was charged."
+def upstream_http_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The one HTTP client for the upstream: as many connections as tool calls may run at once."""
+    connections = max(32, settings.mcp_max_concurrent_calls)
+    return httpx.AsyncClient(
+        transport=transport,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        follow_redirects=False,
     )
-
-
-def _published(tool: Tool) -> Tool:
-    """Reject unknown arguments (a typo'd `refresh` must not silently serve a stale cache) and publish
-    compact schemas (see `keyapi_mcp.schema`)."""
-    base = tool.fn_metadata.arg_model
-    strict_model = type(
-        base.__name__, (base,), {"model_config": ConfigDict(extra="forbid"), "__module__": base.__module__}
-    )
-    tool.fn_metadata.arg_model = strict_model
-    # The SDK has just generated the base model's schema; forbidding extras adds exactly this keyword (generating
-    # it again from the subclass would cost a few ms of every start).
-    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False})
-    if tool.fn_metadata.output_schema is not None:
-        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
-        # Our tools' structured content is the dump of a model they have just built (so valid by construction);
-        # without the model the SDK publishes the schema but skips re-validating that dict on every call.
-        tool.fn_metadata.output_model = None
-    return tool
 
 
 def build_server(
@@ -186,195 +332,47 @@ def build_server(
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
 ) -> KeyAPIMCPServer:
-    """Build the server. `transport`, `store` and `clock` are injection points for tests and benchmarks."""
+    """Build the server. `transport`, `store` and `clock` are injection points for tests and benchmarks.
+
+    A `store` passed in belongs to the caller (the CLI opens it early to report a bad state file before
+    serving); otherwise the lifespan opens and closes one.
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        own_store = store is None
         state_store = store if store is not None else open_store(settings, demo=demo, clock=clock)
         http_transport = transport
         if demo and http_transport is None:
             from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
-        # A TLS context (and the trust store) is made only for an https:// upstream, on its first request.
-        async with UpstreamPool(
-            # As many upstream connections as tool calls may run at once (KEYAPI_MCP_MAX_CONCURRENT_CALLS).
-            connections=max(32, settings.mcp_max_concurrent_calls),
-            transport=http_transport,
-        ) as http:
-            api_key = (
-                DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key is not None else "")
-            )
-            base_url = "https://demo.invalid" if demo else settings.base_url
-            client = KeyAPIClient(
-                http,
-                api_key=api_key,
-                base_url=base_url,
-                rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
-                timeout_seconds=settings.timeout_seconds,
-            )
-            service = ProductsService(
-                state_store,
-                client if (demo or settings.has_api_key) else None,
-                max_credits_per_call=settings.max_credits_per_call,
-                daily_limit=settings.daily_credit_limit,
-                cache_ttl=settings.cache_ttl_seconds,
-            )
-            try:
-                await state_store.prune(settings.cache_ttl_seconds)
-            except KeyAPIError as exc:
-                log.warning("could not prune the cache: %s", exc)
-            try:
-                yield AppState(settings=settings, service=service, store=state_store, demo=demo)
-            finally:
-                if own_store:
-                    await state_store.close()
-                else:  # closed by its owner, maybe never (the CLI's lives until exit): write the statistic now
-                    state_store.flush_saved()
-
-    async def get_video_products(
-        video_ids: Annotated[
-            list[Annotated[str, Field(max_length=4096)]],
-            Field(
-                min_length=1,
-                max_length=500,
-                description=(
-                    f'1-{MAX_VIDEO_IDS} distinct TikTok videos: numeric video ids ("7521783049722285367"), '
-                    "tiktok.com video URLs (https://www.tiktok.com/@user/video/<id>), or comma-joined ids. "
-                    "Duplicates are dropped. Short links (vm.tiktok.com) are not accepted."
-                ),
-            ),
-        ],
-        ctx: Context[AppState],
-        max_credits: Annotated[
-            int | None,
-            Field(
-                ge=0,
-                le=100_000,
-                description=(
-                    "Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
-                    "0 = answer from cache only."
-                ),
-            ),
-        ] = None,
-        page_num: Annotated[
-            int,
-            Field(
-                ge=1,
-                le=100_000,
-                description=(
-                    "Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
-                    "(with its pending ids) to continue it."
-                ),
-            ),
-        ] = 1,
-        response_format: Annotated[
-            Literal["concise", "detailed"],
-            Field(
-                description=(
-                    "concise (default): numbers only. detailed: adds description, hashtags, cover/video URLs, "
-                    "dimensions (more tokens)."
+        try:
+            async with upstream_http_client(settings, http_transport) as http:
+                client = KeyAPIClient(
+                    http,
+                    api_key=DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key else ""),
+                    base_url=DEMO_BASE_URL if demo else settings.base_url,
+                    rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
+                    timeout_seconds=settings.timeout_seconds,
                 )
-            ),
-        ] = "concise",
-        refresh: Annotated[
-            bool,
-            Field(
-                description=(
-                    "Bypass the cache and re-fetch (costs credits). Only when fresher data than the cached "
-                    "fetched_at is needed."
+                service = ProductsService(
+                    state_store,
+                    client if (demo or settings.has_api_key) else None,
+                    max_credits_per_call=settings.max_credits_per_call,
+                    daily_limit=settings.daily_credit_limit,
+                    cache_ttl=settings.cache_ttl_seconds,
                 )
-            ),
-        ] = False,
-    ) -> Annotated[CallToolResult, VideoProductsResult]:
-        state = ctx.request_context.lifespan_context
-        ids = normalize_video_ids(video_ids)
-        if state.service.client is None:
-            raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
+                await service.prune()
+                yield AppState(settings=settings, service=service, demo=demo)
+        finally:
+            if store is None:
+                await state_store.close()
 
-        async def progress(done: int, message: str) -> None:
-            try:
-                await ctx.report_progress(done, None, message)
-            except Exception:  # progress is best effort; never lose a paid page over it
-                log.debug("progress notification failed", exc_info=True)
-
-        outcome = await state.service.fetch(
-            ids, page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress
-        )
-        result = build_result(
-            outcome,
-            usage=await state.store.usage_today(),
-            daily_limit=state.settings.daily_credit_limit,
-            response_format=response_format,
-            demo=state.demo,
-        )
-        return CallToolResult(
-            content=[TextContent(type="text", text=render_text(result))],
-            structured_content=result.model_dump(mode="json", exclude_unset=True),
-        )
-
-    async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
-        state = ctx.request_context.lifespan_context
-        usage = await state.store.usage_today()
-        recent = await state.store.recent(10)
-        cached = await state.store.cached_video_count(state.settings.cache_ttl_seconds)
-        report = build_usage(
-            usage,
-            recent,
-            cached_videos=cached,
-            daily_limit=state.settings.daily_credit_limit,
-            max_credits_per_call=state.settings.max_credits_per_call,
-            now=state.store.now(),
-            demo=state.demo,
-        )
-        return CallToolResult(
-            content=[TextContent(type="text", text=render_usage(report))],
-            structured_content=report.model_dump(mode="json"),
-        )
-
-    tools = [
-        _published(
-            Tool.from_function(
-                get_video_products,
-                name="get_video_products",
-                title="TikTok video products & sales (KeyAPI, paid)",
-                description=_describe_get_video_products(settings),
-                annotations=ToolAnnotations(
-                    title="TikTok video products & sales",
-                    read_only_hint=True,
-                    destructive_hint=False,
-                    idempotent_hint=False,
-                    open_world_hint=True,
-                ),
-            )
-        ),
-        _published(
-            Tool.from_function(
-                get_credit_usage,
-                name="get_credit_usage",
-                title="KeyAPI credit usage (free)",
-                description=(
-                    "Free, no upstream request, works without an API key. Reports credits spent today (UTC), "
-                    "the daily limit and what remains, the per-call cap, when the limit resets, credits the "
-                    "cache saved, cached videos, and the last 10 upstream requests. Call it before large "
-                    "get_video_products requests."
-                ),
-                annotations=ToolAnnotations(
-                    title="KeyAPI credit usage",
-                    read_only_hint=True,
-                    destructive_hint=False,
-                    idempotent_hint=True,
-                    open_world_hint=False,
-                ),
-            )
-        ),
-    ]
     server = KeyAPIMCPServer(
         SERVER_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=tools,
+        tools=tools_for(settings, demo=demo),
         lifespan=lifespan,
         log_level=settings.log_level,
     )

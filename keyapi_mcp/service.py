@@ -18,42 +18,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from keyapi_mcp.client import PAGE_SIZE, Attempt, KeyAPIClient
-from keyapi_mcp.errors import BudgetExceeded, KeyAPIError
+from keyapi_mcp.client import KeyAPIClient
+from keyapi_mcp.domain import (
+    PAGE_SIZE,
+    Attempt,
+    CachedPage,
+    CachedVideo,
+    FetchOutcome,
+    Reservation,
+    Store,
+    UsageSnapshot,
+    VideoData,
+    canonical_ids,
+    query_key,
+)
+from keyapi_mcp.errors import BudgetExceeded, KeyAPIError, MissingApiKey, StateStoreError
 from keyapi_mcp.models import canonical_id, lenient_id
-from keyapi_mcp.store import CachedVideo, Reservation, Store, canonical_ids, query_key
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, str], Awaitable[None]]
 PageFn = Callable[[int, int, bool], Awaitable[None]]  # (page, rows, served from the page cache)
-
-
-@dataclass
-class VideoData:
-    video_id: str
-    rows: list[dict[str, Any]]
-    fetched_at: float
-    from_cache: bool
-
-
-@dataclass
-class FetchOutcome:
-    requested: list[str]
-    videos: dict[str, VideoData]
-    complete_ids: set[str]
-    pending_ids: list[str] = field(default_factory=list)
-    next_page_num: int | None = None
-    spent: int = 0
-    cached_videos: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return not self.pending_ids
+RECENT_ATTEMPTS = 10
 
 
 @dataclass
@@ -69,7 +58,12 @@ class _Walk:
 
 
 class CallBudget:
-    """The `CreditGate` of one tool call: per-call cap here, daily limit atomically in the store."""
+    """The `CreditGate` of one tool call: per-call cap here, daily limit atomically in the store.
+
+    A store failure *before* a request refuses it (nothing is sent without a reservation). A failure
+    *after* it — the ledger cannot record the outcome — must not lose the page that was paid for: the
+    reservation stays counted (as possibly spent) and the failure is reported in `unrecorded`.
+    """
 
     def __init__(self, store: Store, *, cap: int, daily_limit: int, cap_source: str) -> None:
         self.store = store
@@ -77,6 +71,7 @@ class CallBudget:
         self.daily_limit = daily_limit
         self.cap_source = cap_source
         self.reserved = 0  # reservations not released: what this call spent (or may have)
+        self.unrecorded = 0  # settlements the store could not write
 
     @property
     def exhausted(self) -> bool:
@@ -89,15 +84,26 @@ class CallBudget:
                 hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
                 "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
             )
-        reservation = await self.store.reserve(ids_count=ids_count, page=page, daily_limit=self.daily_limit)
+        try:
+            reservation = await self.store.reserve(ids_count=ids_count, page=page, daily_limit=self.daily_limit)
+        except StateStoreError as exc:
+            raise StateStoreError(f"{exc.message} No upstream request was made for it.", hint=exc.hint) from None
         self.reserved += 1
         return reservation
 
     async def settle(self, reservation: object, attempt: Attempt) -> None:
         assert isinstance(reservation, Reservation)
+        try:
+            await self.store.settle(reservation, attempt)
+        except StateStoreError as exc:
+            # The reservation row (if it was written) still counts against the limits: over-counting is safe.
+            log.warning(
+                "could not record an upstream attempt (%s, charged=%s): %s", attempt.outcome, attempt.charged, exc
+            )
+            self.unrecorded += 1
+            return
         if attempt.charged == "no":
             self.reserved -= 1
-        await self.store.settle(reservation, attempt)
 
 
 def _take_free(outcome: FetchOutcome, vid: str, rows: list[dict[str, Any]], fetched_at: float) -> None:
@@ -169,7 +175,7 @@ class ProductsService:
     ) -> FetchOutcome:
         """Answer for `video_ids` (already normalised) at the lowest credit cost the cache allows."""
         if self.client is None:
-            raise RuntimeError("ProductsService.fetch needs a client")  # server checks the key first
+            raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
         budget = self.budget(max_credits)
         outcome = FetchOutcome(requested=list(video_ids), videos={}, complete_ids=set())
         pages_done = 0
@@ -186,6 +192,11 @@ class ProductsService:
             await self._fetch_into(outcome, video_ids, page_num, budget, refresh, on_page)
         finally:
             outcome.spent = budget.reserved
+        if budget.unrecorded:
+            outcome.warnings.append(
+                f"the credit ledger ({self.store.description}) could not record {budget.unrecorded} upstream "
+                "request(s) of this call; they stay counted as possibly spent"
+            )
         # Credits the cache saved (only for an answer actually returned): for a complete first-page
         # answer, what the same request would have cost with no cache at all minus what it spent;
         # otherwise the pages served from the page cache.
@@ -194,8 +205,29 @@ class ProductsService:
             saved = max(0, total_rows // PAGE_SIZE + 1 - outcome.spent) if outcome.videos else 0
         else:
             saved = pages_from_cache
-        await self.store.add_saved(saved)
+        try:
+            await self.store.add_saved(saved)
+            outcome.usage = await self.store.usage_today()
+        except StateStoreError as exc:
+            outcome.usage = None
+            outcome.warnings.append(f"today's credit usage could not be read: {exc.message}")
         return outcome
+
+    async def usage_snapshot(self) -> UsageSnapshot:
+        """What `get_credit_usage` reports: today's figures, the last attempts, the cache size."""
+        return UsageSnapshot(
+            usage=await self.store.usage_today(),
+            recent=await self.store.recent(RECENT_ATTEMPTS),
+            cached_videos=await self.store.cached_video_count(self.cache_ttl),
+            now=self.store.now(),
+        )
+
+    async def prune(self) -> None:
+        """Drop expired cache entries and old ledger days (at start; a failure only delays it)."""
+        try:
+            await self.store.prune(self.cache_ttl)
+        except KeyAPIError as exc:
+            log.warning("could not prune the cache: %s", exc)
 
     async def _fetch_into(
         self,
@@ -214,7 +246,7 @@ class ProductsService:
                 return
             # A continuation walks exactly the query it names (never a further reduced id set, which
             # would make `page_num` point into a different result list), whatever the cache holds now.
-            walk = await self._walk(canonical_ids(video_ids), page_num, budget, refresh, on_page)
+            walk = await self._walk(canonical_ids(video_ids), page_num, budget, refresh, on_page, outcome)
             await self._absorb(walk, outcome, start_page=page_num)
             return
 
@@ -273,7 +305,7 @@ class ProductsService:
                 elsewhere = [v for v in mine if v not in held]
                 try:
                     if held:
-                        walk = await self._walk(canonical_ids(held), 1, budget, refresh, on_page)
+                        walk = await self._walk(canonical_ids(held), 1, budget, refresh, on_page, outcome)
                         await self._absorb(walk, outcome, start_page=1)
                 finally:
                     await self.store.release(held)
@@ -314,6 +346,7 @@ class ProductsService:
         budget: CallBudget,
         refresh: bool,
         on_page: PageFn,
+        outcome: FetchOutcome,
     ) -> _Walk:
         """Follow pages of one query from `start_page` until a short page, the cap, or an error.
 
@@ -326,7 +359,7 @@ class ProductsService:
         page = start_page
         fetched_at = self.store.now()
         while True:
-            cached = None if refresh else await self.store.get_page(key, page, self.cache_ttl)
+            cached = None if refresh else await self._cached_page(key, page)
             if cached is not None:
                 page_rows = cached.rows
                 fetched_at = min(fetched_at, cached.fetched_at)
@@ -351,7 +384,7 @@ class ProductsService:
                 # a page entry would be a second copy. Any other page is cached before anything else.
                 single_short_page = page == 1 and len(page_rows) < PAGE_SIZE
                 if self.cache_ttl > 0 and not single_short_page:
-                    await self.store.put_page(key, page, page_rows, self.store.now())
+                    await self._cache_write(self.store.put_page(key, page, page_rows, self.store.now()), outcome)
             rows.extend(page_rows)
             await on_page(page, len(page_rows), cached is not None)
             if len(page_rows) < PAGE_SIZE:
@@ -377,7 +410,7 @@ class ProductsService:
             outcome.warnings.append(f"ignored {stray} upstream row(s) for videos that were not requested")
         if walk.complete and (start_page == 1 or assembled):
             if self.cache_ttl > 0:
-                await self.store.put_videos(groups, walk.fetched_at)
+                await self._cache_write(self.store.put_videos(groups, walk.fetched_at), outcome)
             outcome.complete_ids.update(walk.ids)
         for vid, vrows in groups.items():
             if vrows or (walk.complete and (start_page == 1 or assembled)):
@@ -388,11 +421,32 @@ class ProductsService:
                 outcome.next_page_num = walk.next_page
             outcome.warnings.append(f"stopped before page {walk.next_page}: {walk.stop_reason}")
 
+    async def _cached_page(self, key: str, page: int) -> CachedPage | None:
+        """A cached page, or None; an unreadable cache is a miss (the reservation decides if we may pay)."""
+        try:
+            return await self.store.get_page(key, page, self.cache_ttl)
+        except StateStoreError as exc:
+            log.warning("could not read the page cache: %s", exc)
+            return None
+
+    async def _cache_write(self, write: Awaitable[None], outcome: FetchOutcome) -> None:
+        """Cache what was fetched; if the store refuses, the rows are still returned, with a warning."""
+        try:
+            await write
+        except StateStoreError as exc:
+            log.warning("could not cache fetched rows: %s", exc)
+            note = (
+                f"fetched rows could not be cached ({exc.message.rstrip('.')}); they are in this answer, "
+                "but asking again will pay for them again"
+            )
+            if note not in outcome.warnings:
+                outcome.warnings.append(note)
+
     async def _earlier_pages(self, ids: list[str], start_page: int) -> list[Any] | None:
         key = query_key(ids)
         rows: list[Any] = []
         for page in range(1, start_page):
-            cached = await self.store.get_page(key, page, self.cache_ttl)
+            cached = await self._cached_page(key, page)
             if cached is None:
                 return None
             rows.extend(cached.rows)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from keyapi_mcp.config import DEFAULT_BASE_URL, ConfigError, Settings, is_loopback_host, load_settings
+from keyapi_mcp.config import DEFAULT_BASE_URL, Settings, is_loopback_host, load_settings
+from keyapi_mcp.errors import ConfigError
 
 # A value that looks like a secret: if a user pastes the key into the wrong variable, the error
 # must name the variable without echoing what was pasted.

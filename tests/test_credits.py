@@ -38,10 +38,10 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult
 
-from keyapi_mcp.client import PAGE_SIZE
+from keyapi_mcp.domain import PAGE_SIZE
 from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, mock_transport, synthetic_dataset
 from keyapi_mcp.models import CreditUsage, VideoProductsResult
-from keyapi_mcp.store import SQLiteStore
+from keyapi_mcp.sqlite_store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -193,7 +193,7 @@ KILLED_WORKER = textwrap.dedent(
     import httpx
     from keyapi_mcp.client import KeyAPIClient, RateLimiter
     from keyapi_mcp.service import ProductsService
-    from keyapi_mcp.store import SQLiteStore
+    from keyapi_mcp.sqlite_store import SQLiteStore
 
     async def main():
         store = SQLiteStore.in_dir(Path(sys.argv[1]))
@@ -264,7 +264,7 @@ async def test_a_read_timeout_counts_against_the_limit_and_shows_in_uncertain_to
     assert_tool_error(timed_out, "timeout")
     assert (report.spent_today, report.uncertain_today, report.remaining_today) == (1, 1, 0)
     [entry] = report.recent
-    assert (entry.outcome, entry.charged, entry.status) == ("read_timeout", "uncertain", None)
+    assert (entry.outcome, entry.charged, entry.status) == ("timeout", "uncertain", None)
     assert_tool_error(after, "budget_exceeded")
 
 

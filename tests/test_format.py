@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
+from keyapi_mcp.domain import DayUsage, FetchOutcome, VideoData
 from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, demo_dataset
 from keyapi_mcp.format import DEMO_BANNER, TOP_PRODUCTS, build_result, build_video, render_text
 from keyapi_mcp.models import VideoProductsResult
-from keyapi_mcp.service import FetchOutcome, VideoData
-from keyapi_mcp.store import DayUsage
 
 FETCHED_AT = 1_761_700_000.0  # 2025-10-29
 DOC_PRODUCT = DOCUMENTED_ROW["product_id"]
@@ -106,9 +105,9 @@ def incomplete_outcome(next_page_num: int = 3) -> FetchOutcome:
 
 
 def build(outcome: FetchOutcome, fmt: str = "concise", *, demo: bool = False, limit: int = 100, spent: int = 7):
+    outcome.usage = DayUsage(spent=spent, uncertain=0, saved=0)
     return build_result(
         outcome,
-        usage=DayUsage(spent=spent, uncertain=0, saved=0),
         daily_limit=limit,
         response_format=fmt,  # type: ignore[arg-type]
         demo=demo,

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from keyapi_mcp.models import MAX_TEXT_CHARS, UpstreamRow
-from keyapi_mcp.store import SQLiteStore
+from keyapi_mcp.sqlite_store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

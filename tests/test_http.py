@@ -45,13 +45,14 @@ from starlette.websockets import WebSocketDisconnect
 
 from keyapi_mcp import __main__ as cli
 from keyapi_mcp import __version__
+from keyapi_mcp.concurrency import CallSlots
 from keyapi_mcp.config import Settings
+from keyapi_mcp.errors import HttpConfigError
 from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID, FakeUpstream, FakeUpstreamServer, demo_dataset, mock_transport
-from keyapi_mcp.http import HttpConfigError, build_http_app, check_http_config, transport_security, uvicorn_server
-from keyapi_mcp.limits import CallSlots
+from keyapi_mcp.http import build_http_app, check_http_config, transport_security, uvicorn_server
 from keyapi_mcp.models import VideoProductsResult
 from keyapi_mcp.server import KeyAPIMCPServer, build_server
-from keyapi_mcp.store import SQLiteStore
+from keyapi_mcp.sqlite_store import SQLiteStore
 
 DEMO_IDS = [DOCUMENTED_VIDEO_ID, THREE_ROWS, TWELVE_ROWS, ZERO_VIEWS]
 MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}

@@ -29,8 +29,9 @@ from helpers import (
     text_of,
 )
 
-from keyapi_mcp.client import MAX_ATTEMPTS, PAGE_SIZE
+from keyapi_mcp.client import MAX_ATTEMPTS
 from keyapi_mcp.config import Settings
+from keyapi_mcp.domain import PAGE_SIZE
 from keyapi_mcp.fake_upstream import (
     DOCUMENTED_ROW,
     DOCUMENTED_VIDEO_ID,
@@ -40,7 +41,7 @@ from keyapi_mcp.fake_upstream import (
     mock_transport,
 )
 from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage
-from keyapi_mcp.store import SQLiteStore
+from keyapi_mcp.sqlite_store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -159,10 +160,10 @@ async def test_urls_comma_joined_ids_and_duplicates_are_normalised_into_one_requ
     assert result.complete
 
 
-async def test_fifty_distinct_ids_with_a_duplicate_are_accepted_in_one_request(fake_upstream: FakeUpstreamServer):
+async def test_fifty_distinct_ids_one_comma_joined_are_accepted_in_one_request(fake_upstream: FakeUpstreamServer):
     ids = [str(7_100_000_000_000_000_000 + i) for i in range(MAX_VIDEO_IDS)]
     async with connect(make_settings(fake_upstream.url)) as client:
-        result = parsed(await client.call_tool(TOOL, {"video_ids": [*ids, ids[0]]}))
+        result = parsed(await client.call_tool(TOOL, {"video_ids": [*ids[:-2], f"{ids[-2]},{ids[-1]}", ids[0]]}))
     assert len(fake_upstream.fake.requests) == 1
     assert sorted(video_ids_param(fake_upstream.fake.requests[0])) == sorted(ids)
     assert result.complete

@@ -13,13 +13,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from keyapi_mcp.errors import RateLimited
+from keyapi_mcp.errors import ServerBusy
 
 DEFAULT_SLOT_WAIT_SECONDS = 30.0
-
-
-class ServerBusy(RateLimited):
-    """Every call slot stayed taken for the whole bounded wait."""
 
 
 class CallSlots:

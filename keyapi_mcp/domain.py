@@ -1,0 +1,175 @@
+"""The domain's types and rules, below everything else: what an attempt, a reservation, a day's usage,
+a cached video and a fetch outcome are, and the `Store` protocol the two stores implement.
+
+It imports nothing of ours but `errors`, so the HTTP client, the stores, the service and the formatter
+can all depend on it without depending on each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from keyapi_mcp.errors import BudgetExceeded
+
+PAGE_SIZE = 10  # the upstream maximum: the fewest credits for a given number of rows
+LEDGER_KEEP_DAYS = 35
+COUNTED = ("reserved", "yes", "uncertain")  # ledger states that count against a limit
+
+Charged = Literal["yes", "no", "uncertain"]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one upstream attempt did, as the ledger records it."""
+
+    ids_count: int
+    page: int
+    http_status: int | None
+    outcome: str  # "ok", "http_429", "envelope_500", "read_timeout", ...
+    charged: Charged
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: int | str
+    day: str
+
+
+@dataclass(frozen=True)
+class CachedVideo:
+    video_id: str
+    rows: list[dict[str, Any]]
+    fetched_at: float
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    rows: list[Any]
+    fetched_at: float
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    at: float
+    page: int | None
+    ids_count: int
+    http_status: int | None
+    outcome: str
+    charged: str  # reserved | yes | no | uncertain
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    spent: int
+    uncertain: int
+    saved: int
+
+
+@dataclass(frozen=True)
+class UsageSnapshot:
+    """Everything `get_credit_usage` reports, read from the store in one place (the service)."""
+
+    usage: DayUsage
+    recent: list[LedgerEntry]
+    cached_videos: int
+    now: float
+
+
+@dataclass
+class VideoData:
+    video_id: str
+    rows: list[dict[str, Any]]
+    fetched_at: float
+    from_cache: bool
+
+
+@dataclass
+class FetchOutcome:
+    """What one `get_video_products` call found and spent: the service's answer to the tool."""
+
+    requested: list[str]
+    videos: dict[str, VideoData]
+    complete_ids: set[str]
+    pending_ids: list[str] = field(default_factory=list)
+    next_page_num: int | None = None
+    spent: int = 0
+    cached_videos: int = 0
+    warnings: list[str] = field(default_factory=list)
+    usage: DayUsage | None = None  # today's figures after the call; None when the ledger could not be read
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending_ids
+
+
+class Store(Protocol):
+    """What the service needs from embedded or shared state. Two implementations: SQLite, Redis."""
+
+    description: str
+
+    async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation: ...
+    async def settle(self, reservation: Reservation, attempt: Attempt) -> None: ...
+    async def usage_today(self) -> DayUsage: ...
+    async def recent(self, limit: int = 10) -> list[LedgerEntry]: ...
+    async def get_videos(self, video_ids: Sequence[str], max_age: float) -> dict[str, CachedVideo]: ...
+    async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None: ...
+    async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None: ...
+    async def put_page(self, key: str, page: int, rows: list[Any], fetched_at: float) -> None: ...
+    async def add_saved(self, credits: int) -> None: ...
+    async def cached_video_count(self, max_age: float) -> int: ...
+    async def prune(self, max_age: float) -> None: ...
+    async def close(self) -> None: ...
+    def now(self) -> float: ...
+    # Single-flight across processes sharing the store: lock ids before walking them, unlock after;
+    # ids locked elsewhere are waited for, then read from the cache.
+    async def claim(self, video_ids: Sequence[str]) -> set[str]: ...
+    async def release(self, video_ids: Iterable[str]) -> None: ...
+    async def wait_released(self, video_ids: Sequence[str]) -> None: ...
+
+
+# -- small rules ---------------------------------------------------------------------------------------
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def next_midnight(ts: float) -> datetime:
+    day = datetime.fromtimestamp(ts, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + timedelta(days=1)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def dumps_compact(value: Any) -> str:
+    """JSON as stored by both stores: compact, non-ASCII kept as is (emoji are common in rows)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def query_key(video_ids: Iterable[str]) -> str:
+    """Canonical key of an upstream query: the sorted, comma-joined id set (also the order we send)."""
+    return ",".join(sorted(set(video_ids), key=lambda v: (len(v), v)))
+
+
+def canonical_ids(video_ids: Iterable[str]) -> list[str]:
+    return query_key(video_ids).split(",")
+
+
+def budget_refusal(spent: int, limit: int, now: float) -> BudgetExceeded:
+    """The refusal a store raises when the daily limit leaves no credit to reserve (nothing was sent)."""
+    reset = next_midnight(now)
+    return BudgetExceeded(
+        f"The daily credit limit is reached: {spent} of {limit} credits spent today (UTC). "
+        f"It resets at {iso(reset.timestamp())}.",
+        hint="Cached results are still free: repeat earlier calls. To spend more today, raise "
+        "KEYAPI_DAILY_CREDIT_LIMIT in the server's environment (0 = no daily limit) and restart it.",
+    )

@@ -1,0 +1,372 @@
+"""Embedded state in SQLite: the credit ledger and the result cache.
+
+One database file under the state dir, in WAL mode, shared safely by several server processes on one
+machine (Claude Desktop, Claude Code and Cursor each start their own server). The daily limit is
+enforced by reserving a ledger row *before* each upstream request with one conditional INSERT (insert
+only while today's count is under the limit): a write statement holds SQLite's write lock, which
+serialises writers across processes, so the count and the insert cannot interleave and N concurrent
+callers can never exceed the limit. A reservation stays counted until it is settled; a process
+killed mid-request leaves it counted (over-counting by one beats spending blind).
+
+`synchronous=NORMAL` with WAL keeps the ledger intact across process crashes without a disk flush per
+request (only an OS crash may lose the last transactions).
+
+The schema is a list of named migrations recorded in the `migrations` table, applied in order.
+Every method is `async` so this store and the Redis store share one interface; SQLite calls are
+short and run inline.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from keyapi_mcp.domain import (
+    COUNTED,
+    LEDGER_KEEP_DAYS,
+    Attempt,
+    CachedPage,
+    CachedVideo,
+    Clock,
+    DayUsage,
+    LedgerEntry,
+    Reservation,
+    budget_refusal,
+    dumps_compact,
+    utc_day,
+)
+from keyapi_mcp.errors import StateStoreError, StoreOpenError
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "state.sqlite3"
+BUSY_TIMEOUT_MS = 10_000
+
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_ledger",
+        """
+        CREATE TABLE ledger (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            day TEXT NOT NULL,
+            ids_count INTEGER NOT NULL,
+            page INTEGER,
+            http_status INTEGER,
+            outcome TEXT NOT NULL,
+            charged TEXT NOT NULL,
+            request_id TEXT,
+            pid INTEGER
+        );
+        CREATE INDEX ledger_day_charged ON ledger(day, charged);
+        """,
+    ),
+    (
+        "0002_cache",
+        """
+        CREATE TABLE videos (
+            video_id TEXT PRIMARY KEY,
+            rows TEXT NOT NULL,
+            fetched_at REAL NOT NULL
+        );
+        CREATE INDEX videos_fetched_at ON videos(fetched_at);
+        CREATE TABLE pages (
+            query TEXT NOT NULL,
+            page INTEGER NOT NULL,
+            rows TEXT NOT NULL,
+            fetched_at REAL NOT NULL,
+            PRIMARY KEY (query, page)
+        );
+        CREATE INDEX pages_fetched_at ON pages(fetched_at);
+        CREATE TABLE savings (
+            day TEXT PRIMARY KEY,
+            credits INTEGER NOT NULL
+        );
+        """,
+    ),
+]
+
+
+def apply_migrations(conn: sqlite3.Connection, now: float) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction; return the names applied."""
+    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    applied: list[str] = []
+    for name, sql in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone()
+            if done:
+                conn.execute("COMMIT")
+                continue
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO migrations(name, applied_at) VALUES (?, ?)", (name, now))
+            conn.execute("COMMIT")
+            applied.append(name)
+        except BaseException:
+            if conn.in_transaction:  # a failed BEGIN (disk full…) leaves none: keep the original error
+                conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def open_problem(path: Path, exc: BaseException) -> str:
+    """Say what is wrong with the state file and what to do, in words that fit the actual cause."""
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in str(exc).lower():
+        return (
+            f"Cannot open the state database {path}: the disk is full. Free some space (the ledger of "
+            "credits spent lives there) or point KEYAPI_STATE_DIR at a directory on another disk."
+        )
+    if not path.parent.is_dir():
+        return (
+            f"Cannot create the state directory {path.parent}: {exc}. Point KEYAPI_STATE_DIR at a writable directory."
+        )
+    if path.exists():
+        return (
+            f"Cannot open the state database {path}: {exc}. Move the file aside (the ledger of credits "
+            "spent lives there) or point KEYAPI_STATE_DIR at a writable directory."
+        )
+    return f"Cannot create the state database {path}: {exc}. Point KEYAPI_STATE_DIR at a writable directory."
+
+
+class SQLiteStore:
+    """The default store: one SQLite file shared by every server process on this machine."""
+
+    def __init__(self, path: Path | str, *, clock: Clock = time.time) -> None:
+        self.path = str(path)
+        self.description = f"SQLite state database {self.path}"
+        self._clock = clock
+        self._lock = threading.Lock()
+        file = Path(self.path)
+        try:
+            if self.path != ":memory:":
+                file.parent.mkdir(parents=True, exist_ok=True)
+                if file.exists() and file.stat().st_size == 0:
+                    # SQLite would open a zero-length file as a new, empty database and forget today's spending.
+                    raise sqlite3.DatabaseError("the file is empty (truncated?), so its ledger cannot be trusted")
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if self.path != ":memory:":
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    log.warning("SQLite journal mode is %s, not WAL", mode)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            apply_migrations(self._conn, clock())
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreOpenError(open_problem(file, exc)) from None
+
+    @classmethod
+    def in_dir(cls, state_dir: Path, *, clock: Clock = time.time) -> SQLiteStore:
+        return cls(Path(state_dir) / DB_FILENAME, clock=clock)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def _run(self, fn: Callable[[sqlite3.Connection], Any], *, txn: bool = False) -> Any:
+        """Run `fn`; map SQLite failures to `StateStoreError`.
+
+        The connection is in autocommit mode, so one statement is one atomic transaction (a write
+        statement takes the database write lock before it reads anything). `txn=True` wraps several
+        statements in `BEGIN IMMEDIATE` … `COMMIT` so they commit together.
+        """
+        with self._lock:
+            try:
+                if txn:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(self._conn)
+                    except BaseException:
+                        if self._conn.in_transaction:
+                            self._conn.execute("ROLLBACK")
+                        raise
+                    self._conn.execute("COMMIT")
+                    return result
+                return fn(self._conn)
+            except sqlite3.Error as exc:
+                raise StateStoreError(
+                    f"The credit ledger ({self.description}) is not usable: {exc}.",
+                    hint="Check that the state directory is writable and not full (KEYAPI_STATE_DIR), then retry.",
+                ) from None
+
+    # -- ledger ---------------------------------------------------------------------------------
+
+    async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation:
+        now = self._clock()
+        day = utc_day(now)
+
+        def reserve_one(conn: sqlite3.Connection) -> Reservation | int:
+            # One conditional INSERT: the count and the insert run under the write lock of a single
+            # statement, so concurrent callers in any process can never both take the last credit.
+            cur = conn.execute(
+                "INSERT INTO ledger(at, day, ids_count, page, outcome, charged, pid) "
+                "SELECT ?, ?, ?, ?, 'in_flight', 'reserved', ? "
+                "WHERE ? <= 0 OR (SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)) < ?",
+                (now, day, ids_count, page, os.getpid(), daily_limit, day, *COUNTED, daily_limit),
+            )
+            if cur.rowcount == 1:
+                return Reservation(id=int(cur.lastrowid or 0), day=day)
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)", (day, *COUNTED)
+                ).fetchone()[0]
+            )
+
+        result = self._run(reserve_one)
+        if isinstance(result, int):
+            raise budget_refusal(result, daily_limit, now)
+        return result
+
+    async def settle(self, reservation: Reservation, attempt: Attempt) -> None:
+        self._run(
+            lambda conn: conn.execute(
+                "UPDATE ledger SET http_status = ?, outcome = ?, charged = ?, request_id = ? "
+                "WHERE id = ? AND charged = 'reserved'",
+                (attempt.http_status, attempt.outcome, attempt.charged, attempt.request_id, reservation.id),
+            )
+        )
+
+    async def usage_today(self) -> DayUsage:
+        day = utc_day(self._clock())
+        # One statement: the day's ledger counts plus its savings row.
+        rows = dict(
+            self._run(
+                lambda conn: conn.execute(
+                    "SELECT charged, COUNT(*) FROM ledger WHERE day = ? GROUP BY charged "
+                    "UNION ALL SELECT ' saved', credits FROM savings WHERE day = ?",
+                    (day, day),
+                ).fetchall()
+            )
+        )
+        spent = sum(int(rows.get(k, 0)) for k in COUNTED)
+        uncertain = int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0))
+        return DayUsage(spent=spent, uncertain=uncertain, saved=int(rows.get(" saved", 0)))
+
+    async def recent(self, limit: int = 10) -> list[LedgerEntry]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT at, page, ids_count, http_status, outcome, charged, request_id FROM ledger "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [LedgerEntry(*row) for row in rows]
+
+    async def add_saved(self, credits: int) -> None:
+        if credits <= 0:
+            return
+        day = utc_day(self._clock())
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO savings(day, credits) VALUES (?, ?) "
+                "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits",
+                (day, credits),
+            )
+        )
+
+    # -- cache ----------------------------------------------------------------------------------
+
+    async def get_videos(self, video_ids: Sequence[str], max_age: float) -> dict[str, CachedVideo]:
+        if not video_ids or max_age <= 0:
+            return {}
+        since = self._clock() - max_age
+        marks = ",".join("?" * len(video_ids))
+        rows = self._run(
+            lambda conn: conn.execute(
+                f"SELECT video_id, rows, fetched_at FROM videos WHERE video_id IN ({marks}) AND fetched_at > ?",
+                (*video_ids, since),
+            ).fetchall()
+        )
+        return {vid: CachedVideo(vid, json.loads(data), fetched) for vid, data, fetched in rows}
+
+    async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None:
+        if not videos:
+            return
+        payload = [(vid, dumps_compact(rows), fetched_at) for vid, rows in videos.items()]
+        # One transaction: the videos of one walk become visible together. An entry is replaced only by one
+        # fetched at the same time or later (another process may have stored a newer list meanwhile).
+        self._run(
+            lambda conn: conn.executemany(
+                "INSERT INTO videos(video_id, rows, fetched_at) VALUES (?, ?, ?) ON CONFLICT(video_id) "
+                "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at "
+                "WHERE excluded.fetched_at >= fetched_at",
+                payload,
+            ),
+            txn=len(payload) > 1,
+        )
+
+    async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None:
+        if max_age <= 0:
+            return None
+        since = self._clock() - max_age
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT rows, fetched_at FROM pages WHERE query = ? AND page = ? AND fetched_at > ?",
+                (key, page, since),
+            ).fetchone()
+        )
+        return CachedPage(json.loads(row[0]), row[1]) if row else None
+
+    async def put_page(self, key: str, page: int, rows: list[Any], fetched_at: float) -> None:
+        data = dumps_compact(rows)
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO pages(query, page, rows, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT(query, page) "
+                "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at",
+                (key, page, data, fetched_at),
+            ),
+        )
+
+    async def cached_video_count(self, max_age: float) -> int:
+        if max_age <= 0:
+            return 0
+        since = self._clock() - max_age
+        return int(
+            self._run(
+                lambda conn: conn.execute("SELECT COUNT(*) FROM videos WHERE fetched_at > ?", (since,)).fetchone()[0]
+            )
+        )
+
+    async def prune(self, max_age: float) -> None:
+        now = self._clock()
+        since = now - max_age
+        old_day = utc_day(now - LEDGER_KEEP_DAYS * 86_400)
+
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM videos WHERE fetched_at <= ?", (since,))
+            conn.execute("DELETE FROM pages WHERE fetched_at <= ?", (since,))
+            conn.execute("DELETE FROM ledger WHERE day < ?", (old_day,))
+            conn.execute("DELETE FROM savings WHERE day < ?", (old_day,))
+
+        self._run(txn, txn=True)
+
+    # -- single-flight -------------------------------------------------------------------------
+
+    # Processes on one machine share the ledger, but each keeps its own in-flight set (the service's
+    # in-process single-flight): every id is ours to fetch, there is never anything to wait for.
+    async def claim(self, video_ids: Sequence[str]) -> set[str]:
+        return set(video_ids)
+
+    async def release(self, video_ids: Iterable[str]) -> None:
+        return None
+
+    async def wait_released(self, video_ids: Sequence[str]) -> None:
+        return None
+
+    async def close(self) -> None:
+        with self._lock:
+            self._conn.close()
