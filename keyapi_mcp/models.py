@@ -32,8 +32,11 @@ _VIDEO_PATH_RE = re.compile(r"^(?:@[^/]+/)?(?:video|v)/(?P<id>[0-9]{1,25})(?:\.h
 
 ID_HINT = (
     'Pass numeric TikTok video ids (e.g. "7521783049722285367") or full video URLs '
-    "(https://www.tiktok.com/@user/video/<id>). Short links (vm.tiktok.com/…) cannot be resolved "
-    "offline: open them in a browser and pass the resulting /video/<id> URL."
+    "(https://www.tiktok.com/@user/video/<id>)."
+)
+SHORT_LINK_HINT = (
+    "Ask the user for the full video URL (https://www.tiktok.com/@user/video/<id>) or the numeric video id, "
+    "then call again."
 )
 
 
@@ -56,8 +59,8 @@ def _parse_one(token: str) -> str:
         host_part = token.lower().split("//", 1)[-1]
         if host_part.startswith(("vm.", "vt.")):
             raise InvalidInput(
-                f"Item {_short(token)!r} is a TikTok short link, which cannot be resolved offline.",
-                hint=ID_HINT,
+                f"Item {_short(token)!r} is a TikTok short link, which this server cannot resolve.",
+                hint=SHORT_LINK_HINT,
             )
         path = match.group("path")
         video = _VIDEO_PATH_RE.match(path)

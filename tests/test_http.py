@@ -586,4 +586,4 @@ async def test_fifty_concurrent_http_clients_making_cached_calls_all_succeed_and
         f"load: {calls - warm_calls} cached calls by {clients} concurrent HTTP clients after {warm_calls} warm-up "
         f"calls; server RSS {rss_warm / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB"
     )
-    assert growth_mib < 40, f"server RSS grew {growth_mib:.1f} MiB over {calls - warm_calls} cached calls"
+    assert growth_mib < 10, f"server RSS grew {growth_mib:.1f} MiB over {calls - warm_calls} cached calls"
