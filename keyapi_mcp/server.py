@@ -23,6 +23,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
+from keyapi_mcp.auth import auth_kwargs
 from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter, UpstreamPool
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
@@ -377,6 +378,7 @@ def build_server(
         tools=tools,
         lifespan=lifespan,
         log_level=settings.log_level,
+        **auth_kwargs(settings),  # OAuth resource server on the HTTP transport, when configured
     )
     server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
     return server
