@@ -10,8 +10,9 @@ ours: the verifier.
 - JWT access tokens (RFC 9068) are checked with PyJWT against the issuer's published keys: signature (only
   asymmetric algorithms: a shared-secret `HS*` token or `alg: none` is forged by anyone who knows the public
   configuration), `iss`, `aud` = `KEYAPI_MCP_RESOURCE_URL` (RFC 8707: a token for another server is refused),
-  `exp`/`nbf`/`iat` with `CLOCK_LEEWAY_SECONDS`. Scopes are not checked here: the SDK answers 403 with the
-  missing scope.
+  `exp`/`nbf`/`iat` with `CLOCK_LEEWAY_SECONDS` (the leeway matters for `nbf`/`iat` of fresh tokens from an IdP
+  whose clock runs ahead; the SDK itself then refuses a token past its `exp`, without leeway). Scopes are not
+  checked here: the SDK answers 403 with the missing scope.
 - The keys (JWKS) come from `KEYAPI_MCP_OAUTH_JWKS_URL` or the issuer's metadata (RFC 8414, then OpenID
   discovery), are cached, refreshed after `JWKS_MAX_AGE_SECONDS`, and fetched again when a token names an
   unknown key id (the issuer rotated its keys), at most once per `UNKNOWN_KID_COOLDOWN_SECONDS` so that

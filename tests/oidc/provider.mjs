@@ -20,6 +20,7 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const provider = new Provider(config.issuer, {
   clients: config.clients,
   jwks: { keys: config.keys },
+  clientDefaults: { id_token_signed_response_alg: config.keys[0].alg },
   scopes: ['openid', ...new Set(Object.values(config.resources).flatMap((scope) => scope.split(' ')))],
   findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
