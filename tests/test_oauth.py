@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -264,6 +265,7 @@ FORGED_CASES = {
 def test_invalid_tokens_get_401_with_the_challenge_and_spend_nothing(
     idp: OIDCProvider, resource: str, mcp_port: int, caplog: pytest.LogCaptureFixture
 ):
+    caplog.set_level(logging.INFO, logger="keyapi_mcp.auth")
     tokens = {case: forged(idp, resource, case) for case in FORGED_CASES}
     tokens["token for another resource"] = idp.client_credentials_token(OTHER_RESOURCE, SCOPE)
     with serving(oauth_settings(idp.issuer, resource), mcp_port) as served:
