@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keyapi_mcp.errors import ConfigError
 
 ENV_PREFIX = "KEYAPI_"
 DEFAULT_BASE_URL = "https://api.keyapi.ai"
+DEFAULT_OAUTH_SCOPES = ("keyapi:read",)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -62,6 +63,11 @@ class Settings(BaseSettings):
     mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     mcp_max_concurrent_calls: int = Field(default=32, ge=1, le=10_000)
     mcp_max_body_bytes: int = Field(default=262_144, ge=1024)
+    # OAuth 2.1 resource server on the HTTP transport (see docs/team.md and keyapi_mcp.auth).
+    mcp_oauth_issuer: str | None = None
+    mcp_resource_url: str | None = None
+    mcp_oauth_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OAUTH_SCOPES))
+    mcp_oauth_jwks_url: str | None = None
 
     @field_validator("api_key", "mcp_auth_token", mode="before")
     @classmethod
@@ -95,6 +101,54 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("mcp_oauth_issuer", "mcp_oauth_jwks_url", mode="before")
+    @classmethod
+    def _check_oauth_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        # An issuer is compared with the token's `iss` exactly (RFC 8414), so only surrounding blanks go.
+        return _checked_url(value.strip(), example="https://login.example.com")
+
+    @field_validator("mcp_resource_url", mode="before")
+    @classmethod
+    def _check_resource_url(cls, value: object, info: ValidationInfo) -> object:
+        issuer = info.data.get("mcp_oauth_issuer")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if issuer:
+                raise ValueError(
+                    "is required with KEYAPI_MCP_OAUTH_ISSUER: set it to this server's public /mcp URL "
+                    "(e.g. https://mcp.example.com/mcp), the audience its access tokens are issued for"
+                )
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if not issuer:
+            raise ValueError("needs KEYAPI_MCP_OAUTH_ISSUER (the authorization server that issues its tokens)")
+        return _checked_url(value.strip(), example="https://mcp.example.com/mcp")
+
+    @field_validator("mcp_oauth_scopes", mode="before")
+    @classmethod
+    def _scope_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+            if not value:  # a blank variable means "not set", as for the secrets
+                return list(DEFAULT_OAUTH_SCOPES)
+        if isinstance(value, list):
+            for scope in value:
+                # RFC 6749 scope-token characters; they are also quoted in WWW-Authenticate answers.
+                if not isinstance(scope, str) or not scope or any(c in '"\\' or not "!" <= c <= "~" for c in scope):
+                    raise ValueError("must be scope names separated by commas or spaces (e.g. keyapi:read)")
+        return value
+
+    @field_validator("mcp_oauth_jwks_url")
+    @classmethod
+    def _jwks_needs_issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not info.data.get("mcp_oauth_issuer"):
+            raise ValueError("needs KEYAPI_MCP_OAUTH_ISSUER (tokens are checked against that issuer)")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
@@ -117,6 +171,29 @@ class Settings(BaseSettings):
     @property
     def has_api_key(self) -> bool:
         return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """True when the HTTP transport is an OAuth 2.1 resource server (issuer and resource URL set)."""
+        return self.mcp_oauth_issuer is not None and self.mcp_resource_url is not None
+
+
+def _checked_url(value: str, *, example: str) -> str:
+    """An absolute https URL, or http on a loopback host (a local test IdP); no credentials or fragment."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"must be an absolute https URL such as {example}")
+    try:
+        parts.port  # noqa: B018 -- urlsplit checks the port lazily
+    except ValueError:
+        raise ValueError("has an invalid port (expected a number up to 65535)") from None
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    if parts.fragment or parts.username or parts.password:
+        raise ValueError("must not contain credentials or a #fragment")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError("plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://")
+    return value
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:

@@ -104,6 +104,10 @@ class UnknownTool(KeyAPIError):
     default_hint = "Call tools/list to see the tools this server offers (get_video_products, get_credit_usage)."
 
 
+class AuthServerUnavailable(Exception):
+    """The authorization server's metadata or keys could not be fetched: no token can be checked now (HTTP 503)."""
+
+
 # -- start-up errors: reported on stderr by the CLI, never to a model ---------------------------------
 
 

@@ -4,7 +4,10 @@
   is in the store) with SSE responses, so progress notifications reach the client during a call.
 - `KEYAPI_MCP_AUTH_TOKEN`: every request except `GET /healthz` needs `Authorization: Bearer <token>`
   (constant-time comparison), else 401 with `WWW-Authenticate: Bearer`. Binding a non-loopback address
-  without a token refuses to start: anyone who could reach the port could spend the KeyAPI credits.
+  without a token or OAuth refuses to start: anyone who could reach the port could spend the KeyAPI credits.
+- OAuth (`KEYAPI_MCP_OAUTH_ISSUER` + `KEYAPI_MCP_RESOURCE_URL`): the SDK's own bearer middleware guards
+  `/mcp` with `keyapi_mcp.auth`'s verifier (OAuth JWTs, and the static token if set) and serves the Protected
+  Resource Metadata; `AuthGate` adds the WebSocket refusal and the 503 for an unreachable IdP.
 - DNS-rebinding protection (the MCP spec's Host/Origin validation): always on for loopback binds, where a
   web page in the user's browser is the attacker; for other binds the allowed values come from
   `KEYAPI_MCP_ALLOWED_HOSTS` / `KEYAPI_MCP_ALLOWED_ORIGINS`.
@@ -35,6 +38,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyapi_mcp import __version__
+from keyapi_mcp.auth import AuthGate
 from keyapi_mcp.config import Settings, is_loopback_host
 from keyapi_mcp.errors import HttpConfigError
 
@@ -63,11 +67,12 @@ def check_http_config(settings: Settings, host: str, port: int) -> None:
             f"KEYAPI_MCP_AUTH_TOKEN is too short (at least {MIN_TOKEN_CHARS} characters). Generate one with: "
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
-    if not is_loopback_host(host) and not token:
+    if not is_loopback_host(host) and not token and not settings.oauth_enabled:
         raise HttpConfigError(
-            f"refusing to listen on {host} without KEYAPI_MCP_AUTH_TOKEN: anyone who can reach this port could "
-            "spend your KeyAPI credits. Set KEYAPI_MCP_AUTH_TOKEN to a long random secret (e.g. python -c "
-            "'import secrets; print(secrets.token_urlsafe(32))') and send it as 'Authorization: Bearer <token>', "
+            f"refusing to listen on {host} without KEYAPI_MCP_AUTH_TOKEN or OAuth: anyone who can reach this port "
+            "could spend your KeyAPI credits. Set KEYAPI_MCP_OAUTH_ISSUER and KEYAPI_MCP_RESOURCE_URL (see "
+            "docs/team.md), or KEYAPI_MCP_AUTH_TOKEN to a long random secret (e.g. python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))') sent as 'Authorization: Bearer <token>', "
             "or bind --host 127.0.0.1."
         )
 
@@ -169,6 +174,9 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
     Raises `HttpConfigError` for configurations that must not start (see `check_http_config`).
     """
     check_http_config(settings, host, port)
+    if settings.oauth_enabled and server.settings.auth is None:
+        # build_server must pass `**auth_kwargs(settings)`; serving without it would ignore the OAuth settings.
+        raise HttpConfigError("OAuth is configured but the server was built without it (auth_kwargs missing).")
     app: Starlette = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=True,
@@ -178,6 +186,8 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
         host=host,
     )
     app.router.routes.insert(0, Route(HEALTH_PATH, _healthz, methods=["GET"], name="healthz"))
+    if settings.oauth_enabled:
+        return AuthGate(app)
     if settings.mcp_auth_token is None:
         log.info("KEYAPI_MCP_AUTH_TOKEN is not set: /mcp accepts unauthenticated requests (loopback only)")
         return app
@@ -204,7 +214,10 @@ def run_http(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1", 
     """Serve until SIGTERM/SIGINT. Raises `HttpConfigError` before binding anything if unsafe."""
     app = build_http_app(server, settings, host=host, port=port)
     uv = uvicorn_server(app, host=host, port=port, settings=settings)
-    auth = "bearer token required" if settings.mcp_auth_token is not None else "no auth: loopback only"
+    if settings.oauth_enabled:
+        auth = f"OAuth from {settings.mcp_oauth_issuer}" + (" or bearer token" if settings.mcp_auth_token else "")
+    else:
+        auth = "bearer token required" if settings.mcp_auth_token is not None else "no auth: loopback only"
     print(
         f"keyapi-mcp {__version__}: MCP Streamable HTTP on http://{_host_literal(host)}:{port}{MCP_PATH} ({auth}); "
         "health at /healthz. Ctrl+C or SIGTERM stops it.",

@@ -24,6 +24,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
+from keyapi_mcp.auth import auth_kwargs
 from keyapi_mcp.client import KeyAPIClient, RateLimiter
 from keyapi_mcp.concurrency import CallSlots
 from keyapi_mcp.config import Settings
@@ -375,6 +376,7 @@ def build_server(
         tools=tools_for(settings, demo=demo),
         lifespan=lifespan,
         log_level=settings.log_level,
+        **auth_kwargs(settings),  # OAuth resource server on the HTTP transport, when configured
     )
     server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
     return server

@@ -19,5 +19,8 @@ fi
 if [ "${SKIP_CONFORMANCE:-0}" != "1" ]; then
   bash scripts/conformance.sh
 fi
+# The OAuth tests' authorization server (oidc-provider and its Node 22, pinned in tests/oidc/package-lock.json):
+# installed into tests/oidc/node_modules once per lock file.
+.venv/bin/python tests/oidc_proc.py
 # Last, so its summary line closes the run.
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,456 @@
+"""OAuth 2.1 resource server for `--transport http`: who may call `/mcp`, and who the caller is.
+
+Claude's remote connectors (and other MCP clients) speak OAuth: they read this server's Protected Resource
+Metadata (RFC 9728), get an access token for its URL from the team's authorization server, and send it as a
+bearer token. The SDK does the HTTP side once `MCPServer` gets `token_verifier=` and `auth=` (`auth_kwargs`):
+the metadata document at `/.well-known/oauth-protected-resource/mcp`, 401 answers whose `WWW-Authenticate`
+points at it, 403 `insufficient_scope`, and `get_access_token()` for the caller. This module supplies what is
+ours: the verifier.
+
+- JWT access tokens (RFC 9068) are checked with PyJWT against the issuer's published keys: signature (only
+  asymmetric algorithms: a shared-secret `HS*` token or `alg: none` is forged by anyone who knows the public
+  configuration), `iss`, `aud` = `KEYAPI_MCP_RESOURCE_URL` (RFC 8707: a token for another server is refused),
+  `exp`/`nbf`/`iat` with `CLOCK_LEEWAY_SECONDS` (the leeway matters for `nbf`/`iat` of fresh tokens from an IdP
+  whose clock runs ahead; the SDK itself then refuses a token past its `exp`, without leeway). Scopes are not
+  checked here: the SDK answers 403 with the missing scope.
+- The keys (JWKS) come from `KEYAPI_MCP_OAUTH_JWKS_URL` or the issuer's metadata (RFC 8414, then OpenID
+  discovery), are cached, refreshed after `JWKS_MAX_AGE_SECONDS`, and fetched again when a token names an
+  unknown key id (the issuer rotated its keys), at most once per `UNKNOWN_KID_COOLDOWN_SECONDS` so that
+  made-up key ids cannot turn the server into a load generator against the IdP.
+- The authorization server unreachable (no keys yet, or a rotation that cannot be fetched): the request is
+  answered 503 `temporarily_unavailable` by `AuthGate`, not 401, so a client does not throw away a good
+  token and start a new login; nothing is spent.
+- `KEYAPI_MCP_AUTH_TOKEN` keeps working next to OAuth (scripts, health checks): compared in constant time,
+  its caller is `static`.
+
+Tokens never reach a log line: refusals are logged with their reason only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyapi_mcp.config import Settings, is_loopback_host
+from keyapi_mcp.errors import AuthServerUnavailable
+
+if TYPE_CHECKING:  # httpx (and PyJWT) are imported when OAuth is used, not at every start
+    import httpx
+
+log = logging.getLogger(__name__)
+
+STATIC_CALLER = "static"
+# Asymmetric JWS algorithms only: with HS* the "key" is a shared secret, and `none` is no signature at all.
+ALLOWED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+KEY_TYPE_BY_ALGORITHM_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+CLOCK_LEEWAY_SECONDS = 30
+FETCH_TIMEOUT_SECONDS = 5.0
+JWKS_MAX_AGE_SECONDS = 3600.0
+UNKNOWN_KID_COOLDOWN_SECONDS = 30.0
+MAX_METADATA_BYTES = 1_000_000
+
+
+def _usable_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname or ""))
+
+
+def metadata_urls(issuer: str) -> list[str]:
+    """Where an issuer's metadata may live: RFC 8414 first, then OpenID Connect Discovery (both spellings
+    for an issuer with a path, as the MCP authorization spec lists them)."""
+    parts = urlsplit(issuer)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    urls = [f"{origin}/.well-known/oauth-authorization-server{path}"]
+    if path:
+        urls.append(f"{origin}/.well-known/openid-configuration{path}")
+    urls.append(f"{origin}{path}/.well-known/openid-configuration")
+    return urls
+
+
+@dataclass(frozen=True)
+class _Key:
+    kid: str | None
+    alg: str | None  # the JWK's own `alg`, when it pins one
+    kty: str
+    key: Any  # PyJWK.key: a `cryptography` public key
+
+
+class JWKSCache:
+    """The issuer's signing keys: discovered, cached, refreshed on rotation, fetched one request at a time."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        jwks_url: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        unknown_kid_cooldown: float = UNKNOWN_KID_COOLDOWN_SECONDS,
+    ) -> None:
+        self.issuer = issuer
+        self._jwks_url = jwks_url
+        self._transport = transport
+        self._clock = clock
+        self._cooldown = unknown_kid_cooldown
+        self._keys: list[_Key] | None = None
+        self._fetched_at = 0.0
+        self._last_unknown_kid_fetch: float | None = None
+        self._lock = anyio.Lock()
+        self._attempts = 0
+        self._last_error: str | None = None
+
+    async def key_for(self, kid: str | None, alg: str) -> Any | None:
+        """The public key that may verify a token signed with `alg` by key `kid`, or None (refuse the token).
+
+        Raises `AuthServerUnavailable` when no keys can be had (first fetch failed, or a rotation could not
+        be fetched).
+        """
+        if self._keys is None:
+            await self._refresh()
+        elif self._clock() - self._fetched_at >= JWKS_MAX_AGE_SECONDS:
+            try:
+                await self._refresh()
+            except AuthServerUnavailable as exc:  # the cached keys still verify what the issuer signed
+                log.warning("keeping the cached signing keys of %s: %s", self.issuer, exc)
+        key = self._match(kid, alg)
+        if key is None and kid is not None and self._may_fetch_for_unknown_kid():
+            self._last_unknown_kid_fetch = self._clock()
+            await self._refresh()
+            key = self._match(kid, alg)
+        return key
+
+    def _may_fetch_for_unknown_kid(self) -> bool:
+        last = self._last_unknown_kid_fetch
+        return last is None or self._clock() - last >= self._cooldown
+
+    def _match(self, kid: str | None, alg: str) -> Any | None:
+        kty = KEY_TYPE_BY_ALGORITHM_PREFIX.get(alg[:2])
+        candidates = [
+            k
+            for k in self._keys or []
+            if k.kty == kty and (k.alg is None or k.alg == alg) and (kid is None or k.kid == kid)
+        ]
+        # Without a `kid` the key must be unambiguous: trying several would make any of them "the" key.
+        return candidates[0].key if len(candidates) == 1 or (kid is not None and candidates) else None
+
+    async def _refresh(self) -> None:
+        started = self._attempts
+        async with self._lock:
+            if self._attempts != started:  # another request fetched while this one waited: share its outcome
+                if self._last_error is not None:
+                    raise AuthServerUnavailable(self._last_error)
+                return
+            self._attempts += 1
+            try:
+                keys = await self._fetch()
+            except AuthServerUnavailable as exc:
+                self._last_error = str(exc)
+                raise
+            self._last_error = None
+            self._keys = keys
+            self._fetched_at = self._clock()
+            log.info("loaded %d signing key(s) of %s", len(keys), self.issuer)
+
+    async def _fetch(self) -> list[_Key]:
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(
+                transport=self._transport, timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False
+            ) as http:
+                if self._jwks_url is None:
+                    self._jwks_url = await self._discover(http)
+                document = await _get_json(http, self._jwks_url)
+        except httpx.HTTPError as exc:
+            raise AuthServerUnavailable(f"{type(exc).__name__} fetching the authorization server's keys") from None
+        return _parse_jwks(document, self._jwks_url)
+
+    async def _discover(self, http: httpx.AsyncClient) -> str:
+        for url in metadata_urls(self.issuer):
+            response = await http.get(url, headers={"accept": "application/json"})
+            if response.status_code in (404, 405, 410):
+                continue
+            metadata = _json_object(response, url)
+            # RFC 8414 §3.3: metadata for another issuer must not be used (it could name anyone's keys).
+            if metadata.get("issuer") != self.issuer:
+                raise AuthServerUnavailable(
+                    f"{url} describes issuer {metadata.get('issuer')!r}, not KEYAPI_MCP_OAUTH_ISSUER {self.issuer!r}"
+                )
+            jwks_uri = metadata.get("jwks_uri")
+            if not isinstance(jwks_uri, str) or not _usable_url(jwks_uri):
+                raise AuthServerUnavailable(f"{url} has no usable https jwks_uri")
+            return jwks_uri
+        raise AuthServerUnavailable(
+            f"no authorization server metadata for {self.issuer} (tried RFC 8414 and OpenID discovery); "
+            "check KEYAPI_MCP_OAUTH_ISSUER or set KEYAPI_MCP_OAUTH_JWKS_URL"
+        )
+
+
+async def _get_json(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    return _json_object(await http.get(url, headers={"accept": "application/json"}), url)
+
+
+def _json_object(response: httpx.Response, url: str) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise AuthServerUnavailable(f"{url} answered HTTP {response.status_code}")
+    if len(response.content) > MAX_METADATA_BYTES:
+        raise AuthServerUnavailable(f"{url} answered more than {MAX_METADATA_BYTES} bytes")
+    try:
+        document = json.loads(response.content)
+    except ValueError:
+        raise AuthServerUnavailable(f"{url} did not answer JSON") from None
+    if not isinstance(document, dict):
+        raise AuthServerUnavailable(f"{url} did not answer a JSON object")
+    return document
+
+
+def _parse_jwks(document: Mapping[str, Any], url: str) -> list[_Key]:
+    """The signature keys of a JWK Set; keys PyJWT cannot load (unknown types, encryption keys) are skipped."""
+    import jwt
+
+    keys: list[_Key] = []
+    for raw in document.get("keys") or []:
+        if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
+            continue
+        try:
+            loaded = jwt.PyJWK(raw)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            continue
+        kid = raw.get("kid")
+        alg = raw.get("alg")
+        keys.append(
+            _Key(
+                kid=kid if isinstance(kid, str) else None,
+                alg=alg if isinstance(alg, str) else None,
+                kty=str(raw.get("kty")),
+                key=loaded.key,
+            )
+        )
+    if not keys:
+        raise AuthServerUnavailable(f"{url} holds no usable signing key")
+    return keys
+
+
+def _scopes(claims: Mapping[str, Any]) -> list[str]:
+    """RFC 9068 `scope` (space-separated string), or the `scp` list some IdPs (Entra, Okta) issue instead."""
+    value = claims.get("scope", claims.get("scp"))
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [s for s in value if isinstance(s, str)]
+    return []
+
+
+class JWTVerifier:
+    """Checks one JWT access token against the issuer, this server's resource URL and the issuer's keys."""
+
+    def __init__(self, keys: JWKSCache, *, resource_url: str, leeway: int = CLOCK_LEEWAY_SECONDS) -> None:
+        self.keys = keys
+        self.resource_url = resource_url
+        self.leeway = leeway
+
+    async def verify(self, token: str) -> AccessToken | None:
+        """The token's access, or None when it must be refused (reason logged). Raises `AuthServerUnavailable`."""
+        import jwt
+
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            log.info("refused a bearer token: not a JWT")
+            return None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            log.info("refused a bearer token: algorithm %r is not an accepted asymmetric one", str(alg)[:20])
+            return None
+        kid = header.get("kid")
+        key = await self.keys.key_for(kid if isinstance(kid, str) else None, alg)
+        if key is None:
+            log.info("refused a bearer token: no signing key of the issuer matches it")
+            return None
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.resource_url,
+                issuer=self.keys.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            log.info("refused a bearer token: %s", type(exc).__name__)
+            return None
+        client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub")
+        subject = claims.get("sub") or client_id
+        if not isinstance(client_id, str) or not isinstance(subject, str):
+            log.info("refused a bearer token: it names neither a subject nor a client")
+            return None
+        return AccessToken(
+            token=token,
+            client_id=client_id,
+            scopes=_scopes(claims),
+            expires_at=int(claims["exp"]),
+            resource=self.resource_url,
+            subject=subject,
+            claims={"iss": claims["iss"]},
+        )
+
+
+@dataclass
+class _RequestAuth:
+    """What the verifier learned about the current request that the SDK's 401 cannot say."""
+
+    server_unavailable: bool = False
+
+
+_request_auth: contextvars.ContextVar[_RequestAuth | None] = contextvars.ContextVar("keyapi_request_auth", default=None)
+
+
+class KeyAPITokenVerifier(TokenVerifier):
+    """The SDK's `TokenVerifier`: the static `KEYAPI_MCP_AUTH_TOKEN` (caller `static`) or an OAuth JWT."""
+
+    def __init__(
+        self,
+        *,
+        static_token: str | None,
+        jwt_verifier: JWTVerifier | None,
+        resource_url: str | None,
+        static_scopes: list[str],
+    ) -> None:
+        self._static = static_token.encode("utf-8") if static_token else None
+        self._jwt = jwt_verifier
+        self._resource_url = resource_url
+        self._static_scopes = static_scopes
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if self._static is not None and hmac.compare_digest(token.encode("utf-8"), self._static):
+            return AccessToken(
+                token=token,
+                client_id=STATIC_CALLER,
+                subject=STATIC_CALLER,
+                scopes=list(self._static_scopes),
+                resource=self._resource_url,
+            )
+        if self._jwt is None:
+            return None
+        try:
+            return await self._jwt.verify(token)
+        except AuthServerUnavailable as exc:
+            log.warning("cannot check a bearer token: the authorization server is unavailable (%s)", exc)
+            state = _request_auth.get()
+            if state is not None:
+                state.server_unavailable = True
+            return None
+
+
+def build_verifier(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> KeyAPITokenVerifier:
+    """The verifier for these settings (OAuth must be configured; the static token is optional)."""
+    assert settings.mcp_oauth_issuer is not None and settings.mcp_resource_url is not None
+    keys = JWKSCache(settings.mcp_oauth_issuer, jwks_url=settings.mcp_oauth_jwks_url, transport=transport)
+    static = settings.mcp_auth_token.get_secret_value() if settings.mcp_auth_token is not None else None
+    return KeyAPITokenVerifier(
+        static_token=static,
+        jwt_verifier=JWTVerifier(keys, resource_url=settings.mcp_resource_url),
+        resource_url=settings.mcp_resource_url,
+        static_scopes=list(settings.mcp_oauth_scopes),
+    )
+
+
+def auth_kwargs(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
+    """`MCPServer(..., **auth_kwargs(settings))`: the SDK's resource-server wiring, or nothing without OAuth.
+
+    `transport` (tests) carries the verifier's requests to the authorization server.
+    """
+    if not settings.oauth_enabled:
+        return {}
+    assert settings.mcp_oauth_issuer is not None and settings.mcp_resource_url is not None
+    return {
+        "token_verifier": build_verifier(settings, transport=transport),
+        "auth": AuthSettings(
+            issuer_url=settings.mcp_oauth_issuer,  # type: ignore[arg-type]  # pydantic parses the string
+            resource_server_url=settings.mcp_resource_url,  # type: ignore[arg-type]
+            required_scopes=list(settings.mcp_oauth_scopes),
+            validate_token_resource=True,
+        ),
+    }
+
+
+def current_caller() -> str | None:
+    """Who makes the current request: the token's `sub` (its `client_id` for client-credentials tokens), or
+    `static` for `KEYAPI_MCP_AUTH_TOKEN`; None without OAuth (stdio, or HTTP with the static token alone)."""
+    token = get_access_token()
+    if token is None:
+        return None
+    return token.subject or token.client_id
+
+
+UNAVAILABLE_BODY = json.dumps(
+    {
+        "error": "temporarily_unavailable",
+        "error_description": (
+            "The authorization server could not be reached to check the access token; nothing was done. "
+            "Retry in a moment with the same token."
+        ),
+    }
+).encode()
+
+
+class AuthGate:
+    """Outermost layer of the OAuth-protected app: refuses WebSocket upgrades and turns the SDK's 401 into
+    503 when the verifier could not reach the authorization server (the token was not found bad)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # nothing is served over WebSocket: refuse before any app code runs
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = _RequestAuth()
+        reset = _request_auth.set(state)
+        replaced = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 401 and state.server_unavailable:
+                replaced = True
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 503,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(UNAVAILABLE_BODY)).encode()),
+                            (b"retry-after", b"5"),
+                            (b"cache-control", b"no-store"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
+                return
+            if not replaced:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, guarded_send)
+        finally:
+            _request_auth.reset(reset)
