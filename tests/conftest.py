@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from helpers import TEST_API_KEY, TEST_AUTH_TOKEN
+from installs import Dist, Installed, build_dist, install_wheel, uv_env
 from mcp import Client
 from redis_proc import RedisProcess, redis_server_binary
 
@@ -133,3 +134,25 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         "HOME": str(home),
         "KEYAPI_STATE_DIR": str(tmp_path / "state"),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The package as a user installs it: built once per session, installed into a fresh environment.
+
+
+@pytest.fixture(scope="session")
+def uv_session_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of every uv process of the session: one shared cache, so each download happens once."""
+    return uv_env(tmp_path_factory.mktemp("uv"), tmp_path_factory.mktemp("uv-home"))
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory, uv_session_env: dict[str, str]) -> Dist:
+    """The sdist and wheel, built by `python -m build` from this checkout."""
+    return build_dist(tmp_path_factory.mktemp("dist"), uv_session_env)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory, dist: Dist, uv_session_env: dict[str, str]) -> Installed:
+    """The built wheel installed into a fresh virtual environment (not the checkout's editable install)."""
+    return install_wheel(dist.wheel, tmp_path_factory.mktemp("installed") / "venv", uv_session_env)

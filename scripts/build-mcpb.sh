@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build the MCP Bundle (Claude Desktop one-click install): dist/keyapi-mcp-<version>.mcpb, or into the
+# directory given as the first argument. Uses the official CLI (@anthropic-ai/mcpb, pinned in
+# scripts/mcpb/package-lock.json): `mcpb validate` on the manifest, then `mcpb pack`.
+#
+# The bundle is of `server.type: "uv"`: it carries the package source and pyproject.toml, not a virtual
+# environment, and the host installs Python and the dependencies (pydantic's compiled core among them)
+# with uv for its own platform. Bash 3 compatible (macOS's /bin/bash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+OUT="${1:-$ROOT/dist}"
+TOOLS="$ROOT/.mcpb-tools"
+
+VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)"
+MANIFEST_VERSION="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' mcpb/manifest.json | head -n 1)"
+if [ -z "$VERSION" ] || [ "$VERSION" != "$MANIFEST_VERSION" ]; then
+  echo "build-mcpb: mcpb/manifest.json has version '$MANIFEST_VERSION' but pyproject.toml has '$VERSION'; make them equal" >&2
+  exit 1
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "build-mcpb: npm is required to install the pinned MCP Bundle CLI (any Node >= 18 with npm)" >&2
+  exit 1
+fi
+mkdir -p "$TOOLS"
+if ! cmp -s scripts/mcpb/package-lock.json "$TOOLS/package-lock.json" || [ ! -d "$TOOLS/node_modules/@anthropic-ai/mcpb" ]; then
+  cp scripts/mcpb/package.json scripts/mcpb/package-lock.json "$TOOLS/"
+  # The pinned Node 22 is an optional dependency: npm installs it on Linux x64 and skips it elsewhere.
+  npm ci --prefix "$TOOLS" --no-audit --no-fund --loglevel=error
+fi
+if [ -x "$TOOLS/node_modules/.bin/node" ]; then
+  NODE="$TOOLS/node_modules/.bin/node"
+else
+  NODE="$(command -v node)"
+  echo "build-mcpb: the pinned Node 22 is for Linux x64 only; using $NODE ($("$NODE" --version))" >&2
+fi
+MCPB="$TOOLS/node_modules/@anthropic-ai/mcpb/dist/cli/cli.js"
+
+# Stage exactly what the bundle holds: the manifest, its icon, the launcher, and what uv needs to build
+# and install the package (pyproject.toml, README.md and LICENSE, which it names, and keyapi_mcp/).
+STAGE="$(mktemp -d)"
+trap 'rm -rf "$STAGE"' EXIT
+cp mcpb/manifest.json mcpb/icon.png pyproject.toml README.md LICENSE "$STAGE/"
+mkdir -p "$STAGE/server" "$STAGE/keyapi_mcp"
+cp mcpb/server/main.py "$STAGE/server/"
+cp keyapi_mcp/*.py "$STAGE/keyapi_mcp/"
+if [ -f keyapi_mcp/py.typed ]; then cp keyapi_mcp/py.typed "$STAGE/keyapi_mcp/"; fi
+
+"$NODE" "$MCPB" validate "$STAGE/manifest.json"
+mkdir -p "$OUT"
+BUNDLE="$OUT/keyapi-mcp-$VERSION.mcpb"
+rm -f "$BUNDLE"
+"$NODE" "$MCPB" pack "$STAGE" "$BUNDLE"
+echo "build-mcpb: wrote $BUNDLE"
