@@ -35,7 +35,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyapi_mcp import __version__
+from keyapi_mcp.caller import static_token_request
 from keyapi_mcp.config import Settings, is_loopback_host
+from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,8 @@ class BearerAuthMiddleware:
             return
         ok, reason = self._authorized(scope)
         if ok:
-            await self.app(scope, receive, send)
+            with static_token_request():  # the caller is `static` (keyapi_mcp.caller)
+                await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("?", 0)
         log.info("rejected %s %s from %s: %s bearer token", scope.get("method"), scope.get("path"), client[0], reason)
@@ -181,10 +184,30 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
         host=host,
     )
     app.router.routes.insert(0, Route(HEALTH_PATH, _healthz, methods=["GET"], name="healthz"))
+    metrics = getattr(server, "metrics", None)
+    if isinstance(metrics, PrometheusMetrics):
+        add_metrics_route(app, metrics, settings)
     if settings.mcp_auth_token is None:
         log.info("KEYAPI_MCP_AUTH_TOKEN is not set: /mcp accepts unauthenticated requests (loopback only)")
         return app
-    return BearerAuthMiddleware(app, settings.mcp_auth_token.get_secret_value())
+    # /metrics checks its own tokens (the metrics token works without the static one).
+    return BearerAuthMiddleware(
+        app, settings.mcp_auth_token.get_secret_value(), exempt_paths=(HEALTH_PATH, METRICS_PATH)
+    )
+
+
+def add_metrics_route(app: Starlette, metrics: PrometheusMetrics, settings: Settings) -> None:
+    """Serve `GET /metrics` to holders of KEYAPI_MCP_METRICS_TOKEN or KEYAPI_MCP_AUTH_TOKEN (never open)."""
+    tokens = [s.get_secret_value() for s in (settings.mcp_metrics_token, settings.mcp_auth_token) if s is not None]
+    if not tokens:
+        raise HttpConfigError(
+            "KEYAPI_MCP_METRICS=1 needs KEYAPI_MCP_METRICS_TOKEN (or KEYAPI_MCP_AUTH_TOKEN): /metrics is never "
+            "served without a bearer token. Generate one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
+        )
+    if any(len(token) < MIN_TOKEN_CHARS for token in tokens):
+        raise HttpConfigError(f"KEYAPI_MCP_METRICS_TOKEN is too short (at least {MIN_TOKEN_CHARS} characters).")
+    app.router.routes.insert(0, Route(METRICS_PATH, metrics_endpoint(metrics, tokens), methods=["GET"], name="metrics"))
 
 
 def uvicorn_server(app: ASGIApp, *, host: str, port: int, settings: Settings) -> uvicorn.Server:

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
@@ -23,11 +26,13 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
+from keyapi_mcp.caller import current_caller
 from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter, UpstreamPool
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
 from keyapi_mcp.format import build_result, build_usage, render_text, render_usage
 from keyapi_mcp.limits import CallSlots
+from keyapi_mcp.metrics import NO_METRICS, Metrics, MetricsMiddleware, PrometheusMetrics
 from keyapi_mcp.models import (
     MAX_VIDEO_IDS,
     CreditUsage,
@@ -110,6 +115,15 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
     return SQLiteStore.in_dir(settings.state_dir or default_state_dir(), clock=clock)
 
 
+# The lists never change while the process runs (tool descriptions follow the settings, read at start) and are
+# the same for every caller: clients may reuse them for 5 minutes and share them across authorization contexts.
+LIST_CACHE_HINTS = {
+    "tools/list": CacheHint(ttl_ms=300_000, scope="public"),
+    "prompts/list": CacheHint(ttl_ms=300_000, scope="public"),
+    "resources/list": CacheHint(ttl_ms=300_000, scope="public"),
+    "resources/templates/list": CacheHint(ttl_ms=300_000, scope="public"),
+}
+
 INTERNAL_ERROR_TEXT = (
     "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server log). Pages "
     "fetched before it are cached; retry the same call, or call get_credit_usage to see what was spent."
@@ -126,6 +140,7 @@ class KeyAPIMCPServer(MCPServer[AppState]):
     """
 
     call_slots: CallSlots | None = None  # cap on concurrent tool calls (KEYAPI_MCP_MAX_CONCURRENT_CALLS)
+    metrics: Metrics = NO_METRICS  # served at /metrics by the HTTP transport when enabled (KEYAPI_MCP_METRICS)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
@@ -185,8 +200,15 @@ def build_server(
     transport: httpx.AsyncBaseTransport | None = None,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
 ) -> KeyAPIMCPServer:
-    """Build the server. `transport`, `store` and `clock` are injection points for tests and benchmarks."""
+    """Build the server. `transport`, `store` and `clock` are injection points for tests and benchmarks.
+
+    `token_verifier` + `auth` (both or neither, as the SDK requires) make the HTTP transport verify bearer
+    tokens; each verified token's identity is the caller its credits are booked for (keyapi_mcp.caller).
+    """
+    metrics = PrometheusMetrics() if settings.mcp_metrics else NO_METRICS
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -208,7 +230,7 @@ def build_server(
             )
             base_url = "https://demo.invalid" if demo else settings.base_url
             client = KeyAPIClient(
-                http,
+                metrics.timed(http),
                 api_key=api_key,
                 base_url=base_url,
                 rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
@@ -220,7 +242,9 @@ def build_server(
                 max_credits_per_call=settings.max_credits_per_call,
                 daily_limit=settings.daily_credit_limit,
                 cache_ttl=settings.cache_ttl_seconds,
+                user_daily_limit=settings.user_daily_credit_limit,
             )
+            service.metrics = metrics
             try:
                 await state_store.prune(settings.cache_ttl_seconds)
             except KeyAPIError as exc:
@@ -300,7 +324,7 @@ def build_server(
                 log.debug("progress notification failed", exc_info=True)
 
         outcome = await state.service.fetch(
-            ids, page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress
+            ids, page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress, caller=current_caller()
         )
         result = build_result(
             outcome,
@@ -316,8 +340,9 @@ def build_server(
 
     async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
         state = ctx.request_context.lifespan_context
+        caller = current_caller()
         usage = await state.store.usage_today()
-        recent = await state.store.recent(10)
+        recent = await state.store.recent(10, caller=caller)  # never another user's requests
         cached = await state.store.cached_video_count(state.settings.cache_ttl_seconds)
         report = build_usage(
             usage,
@@ -327,6 +352,9 @@ def build_server(
             max_credits_per_call=state.settings.max_credits_per_call,
             now=state.store.now(),
             demo=state.demo,
+            caller=caller,
+            caller_usage=await state.store.usage_for(caller),
+            user_daily_limit=state.settings.user_daily_credit_limit,
         )
         return CallToolResult(
             content=[TextContent(type="text", text=render_usage(report))],
@@ -377,6 +405,12 @@ def build_server(
         tools=tools,
         lifespan=lifespan,
         log_level=settings.log_level,
+        cache_hints=LIST_CACHE_HINTS,
+        token_verifier=token_verifier,
+        auth=auth,
     )
     server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
+    server.metrics = metrics
+    if metrics.enabled:
+        server.middleware.append(MetricsMiddleware(metrics))
     return server

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from keyapi_mcp.client import Attempt
-from keyapi_mcp.errors import BudgetExceeded, StateStoreError
+from keyapi_mcp.errors import DailyLimitReached, StateStoreError, UserLimitReached
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ SAVED_FLUSH_SECONDS = 1.0
 HOT_VIDEOS = 8
 LEDGER_KEEP_DAYS = 35
 COUNTED = ("reserved", "yes", "uncertain")
+LOCAL_CALLER = "local"  # keyapi_mcp.caller.LOCAL_CALLER: the one caller of a server without auth
 
 Clock = Callable[[], float]
 
@@ -85,6 +86,7 @@ def canonical_ids(video_ids: Iterable[str]) -> list[str]:
 class Reservation:
     id: int | str
     day: str
+    caller: str = LOCAL_CALLER
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,14 @@ class Store(Protocol):
 
     description: str
 
-    async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation: ...
+    # One reservation checks both limits atomically: the global daily limit and the caller's own (0 = none).
+    async def reserve(
+        self, *, ids_count: int, page: int, daily_limit: int, caller: str = LOCAL_CALLER, user_limit: int = 0
+    ) -> Reservation: ...
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None: ...
     async def usage_today(self) -> DayUsage: ...
-    async def recent(self, limit: int = 10) -> list[LedgerEntry]: ...
+    async def usage_for(self, caller: str) -> DayUsage: ...  # one caller's figures today (saved is 0)
+    async def recent(self, limit: int = 10, caller: str | None = None) -> list[LedgerEntry]: ...
     async def get_videos(self, video_ids: Sequence[str], max_age: float) -> dict[str, CachedVideo]: ...
     async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None: ...
     async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None: ...
@@ -144,13 +150,24 @@ class Store(Protocol):
     async def wait_released(self, video_ids: Sequence[str]) -> None: ...
 
 
-def budget_refusal(spent: int, limit: int, now: float) -> BudgetExceeded:
+def budget_refusal(spent: int, limit: int, now: float) -> DailyLimitReached:
     reset = next_midnight(now)
-    return BudgetExceeded(
+    return DailyLimitReached(
         f"The daily credit limit is reached: {spent} of {limit} credits spent today (UTC). "
         f"It resets at {iso(reset.timestamp())}.",
         hint="Cached results are still free: repeat earlier calls. To spend more today, raise "
         "KEYAPI_DAILY_CREDIT_LIMIT in the server's environment (0 = no daily limit) and restart it.",
+    )
+
+
+def user_budget_refusal(spent: int, limit: int, now: float) -> UserLimitReached:
+    reset = next_midnight(now)
+    return UserLimitReached(
+        f"The per-user daily credit limit is reached: you spent {spent} of your {limit} credits today (UTC). "
+        f"It resets at {iso(reset.timestamp())}.",
+        hint="Cached results are still free: repeat earlier calls (a video another user paid for is free too). "
+        "To spend more today, ask the server's operator to raise KEYAPI_USER_DAILY_CREDIT_LIMIT "
+        "(0 = no per-user limit).",
     )
 
 
@@ -194,6 +211,14 @@ MIGRATIONS: list[tuple[str, str]] = [
             day TEXT PRIMARY KEY,
             credits INTEGER NOT NULL
         );
+        """,
+    ),
+    (
+        # Who each credit was reserved for (keyapi_mcp.caller): the per-user daily limit counts by it.
+        "0003_ledger_caller",
+        """
+        ALTER TABLE ledger ADD COLUMN caller TEXT NOT NULL DEFAULT 'local';
+        CREATE INDEX ledger_day_caller ON ledger(day, caller, charged);
         """,
     ),
 ]
@@ -333,31 +358,49 @@ class SQLiteStore:
 
     # -- ledger ---------------------------------------------------------------------------------
 
-    async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation:
+    async def reserve(
+        self, *, ids_count: int, page: int, daily_limit: int, caller: str = LOCAL_CALLER, user_limit: int = 0
+    ) -> Reservation:
         now = self._clock()
         day = utc_day(now)
 
-        def reserve_one(conn: sqlite3.Connection) -> Reservation | int:
-            # One conditional INSERT: the count and the insert run under the write lock of a single
-            # statement, so concurrent callers in any process can never both take the last credit.
+        def reserve_one(conn: sqlite3.Connection) -> Reservation | tuple[int, int]:
+            # One conditional INSERT checking both limits: the counts and the insert run under the write lock
+            # of a single statement, so concurrent callers in any process can never both take the last credit
+            # of the day or of one caller.
+            counted = "charged IN ('reserved', 'yes', 'uncertain')"  # COUNTED
             cur = conn.execute(
-                "INSERT INTO ledger(at, day, ids_count, page, outcome, charged, pid) "
-                "SELECT ?, ?, ?, ?, 'in_flight', 'reserved', ? "
-                "WHERE ? <= 0 OR (SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)) < ?",
-                (now, day, ids_count, page, os.getpid(), daily_limit, day, *COUNTED, daily_limit),
+                "INSERT INTO ledger(at, day, ids_count, page, outcome, charged, pid, caller) "
+                "SELECT :at, :day, :ids, :page, 'in_flight', 'reserved', :pid, :caller "
+                f"WHERE (:limit <= 0 OR (SELECT COUNT(*) FROM ledger WHERE day = :day AND {counted}) < :limit) "
+                "AND (:user_limit <= 0 OR "
+                f"(SELECT COUNT(*) FROM ledger WHERE day = :day AND caller = :caller AND {counted}) < :user_limit)",
+                {
+                    "at": now,
+                    "day": day,
+                    "ids": ids_count,
+                    "page": page,
+                    "pid": os.getpid(),
+                    "caller": caller,
+                    "limit": daily_limit,
+                    "user_limit": user_limit,
+                },
             )
             if cur.rowcount == 1:
                 self._adjust_usage(day, spent=1, uncertain=1)  # a 'reserved' row counts as spent, uncertain
-                return Reservation(id=int(cur.lastrowid or 0), day=day)
-            return int(
-                conn.execute(
-                    "SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)", (day, *COUNTED)
-                ).fetchone()[0]
-            )
+                return Reservation(id=int(cur.lastrowid or 0), day=day, caller=caller)
+            total, mine = conn.execute(
+                f"SELECT COUNT(*), COUNT(CASE WHEN caller = ? THEN 1 END) FROM ledger WHERE day = ? AND {counted}",
+                (caller, day),
+            ).fetchone()
+            return int(total), int(mine)
 
         result = self._run(reserve_one)
-        if isinstance(result, int):
-            raise budget_refusal(result, daily_limit, now)
+        if isinstance(result, tuple):
+            total, mine = result
+            if daily_limit > 0 and total >= daily_limit:  # raising the caller's own limit would not help
+                raise budget_refusal(total, daily_limit, now)
+            raise user_budget_refusal(mine, user_limit, now)
         return result
 
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None:
@@ -403,12 +446,28 @@ class SQLiteStore:
         stored: DayUsage = self._run(read)
         return DayUsage(stored.spent, stored.uncertain, stored.saved + self._unsaved.get(day, 0))
 
-    async def recent(self, limit: int = 10) -> list[LedgerEntry]:
+    async def usage_for(self, caller: str) -> DayUsage:
+        day = utc_day(self._clock())
+        rows = dict(
+            self._run(
+                lambda conn: conn.execute(
+                    "SELECT charged, COUNT(*) FROM ledger WHERE day = ? AND caller = ? GROUP BY charged", (day, caller)
+                ).fetchall()
+            )
+        )
+        return DayUsage(
+            spent=sum(int(rows.get(k, 0)) for k in COUNTED),
+            uncertain=int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0)),
+            saved=0,
+        )
+
+    async def recent(self, limit: int = 10, caller: str | None = None) -> list[LedgerEntry]:
+        mine = "" if caller is None else "WHERE caller = ? "
         rows = self._run(
             lambda conn: conn.execute(
                 "SELECT at, page, ids_count, http_status, outcome, charged, request_id FROM ledger "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                f"{mine}ORDER BY id DESC LIMIT ?",
+                (limit,) if caller is None else (caller, limit),
             ).fetchall()
         )
         return [LedgerEntry(*row) for row in rows]
