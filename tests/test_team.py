@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import helpers
 import httpx
 import pytest
 from helpers import TEST_AUTH_TOKEN, THREE_ROWS, TOOL, TWELVE_ROWS, ZERO_VIEWS, assert_tool_error, parsed
@@ -174,3 +175,11 @@ def test_metrics_without_any_token_refuse_to_start_and_are_off_by_default():
     plain = http_settings()
     with serving(plain) as base:
         assert httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {TEST_AUTH_TOKEN}"}).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_the_lists_carry_cache_hints_a_client_may_share_for_five_minutes():
+    async with helpers.connect(helpers.make_settings(), demo=True) as client:
+        listed = [await client.list_tools(), await client.list_prompts(), await client.list_resources()]
+    for result in listed:
+        assert (result.ttl_ms, result.cache_scope) == (300_000, "public")
