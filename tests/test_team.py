@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_http import connect, http_settings, serving
 
 from keyapi_mcp.caller import LOCAL_CALLER, STATIC_CALLER, TokenMapVerifier, caller_of
+from keyapi_mcp.config import ConfigError, load_settings
 from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID
 from keyapi_mcp.http import HttpConfigError, build_http_app
 from keyapi_mcp.server import build_server
@@ -183,3 +184,13 @@ async def test_the_lists_carry_cache_hints_a_client_may_share_for_five_minutes()
         listed = [await client.list_tools(), await client.list_prompts(), await client.list_resources()]
     for result in listed:
         assert (result.ttl_ms, result.cache_scope) == (300_000, "public")
+
+
+def test_metrics_without_prometheus_client_name_the_extra_to_install(monkeypatch: pytest.MonkeyPatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prometheus_client" else real(name))
+    with pytest.raises(ConfigError, match=r"KEYAPI_MCP_METRICS: .*pip install 'keyapi-mcp\[metrics\]'"):
+        load_settings(mcp_metrics=True)
+    assert not load_settings().mcp_metrics  # off by default, and then never imported
