@@ -190,7 +190,10 @@ def test_metrics_without_prometheus_client_name_the_extra_to_install(monkeypatch
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prometheus_client" else real(name))
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "prometheus_client" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(ConfigError, match=r"KEYAPI_MCP_METRICS: .*pip install 'keyapi-mcp\[metrics\]'"):
         load_settings(mcp_metrics=True)
     assert not load_settings().mcp_metrics  # off by default, and then never imported
