@@ -190,6 +190,7 @@ def test_metrics_without_prometheus_client_name_the_extra_to_install(monkeypatch
     import importlib.util
 
     real = importlib.util.find_spec
+
     def find_spec(name: str, *args: Any) -> Any:
         return None if name == "prometheus_client" else real(name, *args)
 
