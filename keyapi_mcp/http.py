@@ -185,15 +185,14 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
     )
     app.router.routes.insert(0, Route(HEALTH_PATH, _healthz, methods=["GET"], name="healthz"))
     metrics = getattr(server, "metrics", None)
+    exempt: tuple[str, ...] = (HEALTH_PATH,)
     if isinstance(metrics, PrometheusMetrics):
         add_metrics_route(app, metrics, settings)
+        exempt = (HEALTH_PATH, METRICS_PATH)  # /metrics checks its own tokens: the metrics token works alone
     if settings.mcp_auth_token is None:
         log.info("KEYAPI_MCP_AUTH_TOKEN is not set: /mcp accepts unauthenticated requests (loopback only)")
         return app
-    # /metrics checks its own tokens (the metrics token works without the static one).
-    return BearerAuthMiddleware(
-        app, settings.mcp_auth_token.get_secret_value(), exempt_paths=(HEALTH_PATH, METRICS_PATH)
-    )
+    return BearerAuthMiddleware(app, settings.mcp_auth_token.get_secret_value(), exempt_paths=exempt)
 
 
 def add_metrics_route(app: Starlette, metrics: PrometheusMetrics, settings: Settings) -> None:

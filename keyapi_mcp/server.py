@@ -68,6 +68,8 @@ def _describe_cache(ttl: int) -> str:
 
 def _describe_get_video_products(settings: Settings) -> str:
     limit = f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit else "no daily limit"
+    if settings.user_daily_credit_limit:
+        limit += f" ({settings.user_daily_credit_limit} per user)"
     return f"""\
 Products sold in TikTok videos, with estimated units sold and GMV per product, from KeyAPI's Video \
 Products (Analytics) endpoint.
@@ -385,8 +387,8 @@ def build_server(
                 description=(
                     "Free, no upstream request, works without an API key. Reports credits spent today (UTC), "
                     "the daily limit and what remains, the per-call cap, when the limit resets, credits the "
-                    "cache saved, cached videos, and the last 10 upstream requests. Call it before large "
-                    "get_video_products requests."
+                    "cache saved, cached videos, and your last 10 upstream requests (with a per-user limit, also "
+                    "your own credits today). Call it before large get_video_products requests."
                 ),
                 annotations=ToolAnnotations(
                     title="KeyAPI credit usage",
