@@ -397,8 +397,11 @@ class KeyAPIClient:
         timeout_seconds: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        """`observe` receives each request's duration in seconds (the metrics' upstream histogram)."""
         self._http = http
+        self._observe = observe
         self._api_key = api_key
         self._url = base_url.rstrip("/") + ENDPOINT
         self._limiter = rate_limiter
@@ -472,6 +475,7 @@ class KeyAPIClient:
         """Send the GET and classify what came back, within one deadline from connect to last byte."""
         params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
         status: int | None = None
+        started = time.perf_counter()
         try:
             with anyio.fail_after(self.timeout_seconds):
                 async with self._http.stream(
@@ -483,6 +487,8 @@ class KeyAPIClient:
                     retry_after = retry_after_seconds(response.headers.get("retry-after"))
         except (httpx.HTTPError, TimeoutError, BodyTooLarge, UnsupportedEncoding) as exc:
             return classify_failure(exc, status)
+        finally:
+            self._observe(time.perf_counter() - started)
         body = parse_body(body_bytes, self._redact)  # the key is redacted before any text is capped
         rid = request_id_of(body, self._redact(header_rid) if header_rid else None)
         return dataclasses.replace(classify_response(status, body, retry_after=retry_after), request_id=rid)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     max_rps: float = Field(default=5.0, gt=0, le=10_000)
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     daily_credit_limit: int = Field(default=100, ge=0)
+    # Each caller's own daily limit (keyapi_mcp.caller), checked together with the daily one; 0 = none.
+    user_daily_credit_limit: int = Field(default=0, ge=0)
     cache_ttl_seconds: int = Field(default=21_600, ge=0)
     state_dir: Path | None = Field(default=None)
     state_url: str | None = Field(default=None)
@@ -68,14 +70,26 @@ class Settings(BaseSettings):
     mcp_resource_url: str | None = None
     mcp_oauth_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OAUTH_SCOPES))
     mcp_oauth_jwks_url: str | None = None
+    # Prometheus metrics at GET /metrics (HTTP transport), behind this token or KEYAPI_MCP_AUTH_TOKEN.
+    mcp_metrics: bool = False
+    mcp_metrics_token: SecretStr | None = None
 
-    @field_validator("api_key", "mcp_auth_token", mode="before")
+    @field_validator("api_key", "mcp_auth_token", "mcp_metrics_token", mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: object) -> object:
         # An empty `KEYAPI_API_KEY=` in a config file means "not set", not "the empty key".
         if isinstance(value, str) and not value.strip():
             return None
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("mcp_metrics")
+    @classmethod
+    def _metrics_installed(cls, value: bool) -> bool:
+        import importlib.util
+
+        if value and importlib.util.find_spec("prometheus_client") is None:
+            raise ValueError("needs the prometheus-client package: pip install 'keyapi-mcp[metrics]'")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

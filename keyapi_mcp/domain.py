@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from keyapi_mcp.errors import BudgetExceeded
+from keyapi_mcp.errors import DailyLimitReached, UserLimitReached
 
 PAGE_SIZE = 10  # the upstream maximum: the fewest credits for a given number of rows
 LEDGER_KEEP_DAYS = 35
 COUNTED = ("reserved", "yes", "uncertain")  # ledger states that count against a limit
+LOCAL_CALLER = "local"  # the one caller of a server without auth (see keyapi_mcp.caller)
 
 Charged = Literal["yes", "no", "uncertain"]
 Clock = Callable[[], float]
@@ -39,6 +40,7 @@ class Attempt:
 class Reservation:
     id: int | str
     day: str
+    caller: str = LOCAL_CALLER
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,10 @@ class DayUsage:
 class UsageSnapshot:
     """Everything `get_credit_usage` reports, read from the store in one place (the service)."""
 
-    usage: DayUsage
-    recent: list[LedgerEntry]
+    usage: DayUsage  # everyone's, today
+    caller: str
+    caller_usage: DayUsage  # the caller's own, today
+    recent: list[LedgerEntry]  # the caller's own last attempts, never another user's
     cached_videos: int
     now: float
 
@@ -114,10 +118,14 @@ class Store(Protocol):
 
     description: str
 
-    async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation: ...
+    # One reservation checks both limits atomically: the global daily limit and the caller's own (0 = none).
+    async def reserve(
+        self, *, ids_count: int, page: int, daily_limit: int, caller: str = LOCAL_CALLER, user_limit: int = 0
+    ) -> Reservation: ...
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None: ...
     async def usage_today(self) -> DayUsage: ...
-    async def recent(self, limit: int = 10) -> list[LedgerEntry]: ...
+    async def usage_for(self, caller: str) -> DayUsage: ...  # one caller's figures today (saved is 0)
+    async def recent(self, limit: int = 10, caller: str | None = None) -> list[LedgerEntry]: ...
     async def get_videos(self, video_ids: Sequence[str], max_age: float) -> dict[str, CachedVideo]: ...
     async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None: ...
     async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None: ...
@@ -164,12 +172,24 @@ def canonical_ids(video_ids: Iterable[str]) -> list[str]:
     return query_key(video_ids).split(",")
 
 
-def budget_refusal(spent: int, limit: int, now: float) -> BudgetExceeded:
+def budget_refusal(spent: int, limit: int, now: float) -> DailyLimitReached:
     """The refusal a store raises when the daily limit leaves no credit to reserve (nothing was sent)."""
     reset = next_midnight(now)
-    return BudgetExceeded(
+    return DailyLimitReached(
         f"The daily credit limit is reached: {spent} of {limit} credits spent today (UTC). "
         f"It resets at {iso(reset.timestamp())}.",
         hint="Cached results are still free: repeat earlier calls. To spend more today, raise "
         "KEYAPI_DAILY_CREDIT_LIMIT in the server's environment (0 = no daily limit) and restart it.",
+    )
+
+
+def user_budget_refusal(spent: int, limit: int, now: float) -> UserLimitReached:
+    """The refusal a store raises when the caller's own daily limit leaves no credit to reserve."""
+    reset = next_midnight(now)
+    return UserLimitReached(
+        f"The per-user daily credit limit is reached: you spent {spent} of your {limit} credits today (UTC). "
+        f"It resets at {iso(reset.timestamp())}.",
+        hint="Cached results are still free: repeat earlier calls (a video another user paid for is free too). "
+        "To spend more today, ask the server's operator to raise KEYAPI_USER_DAILY_CREDIT_LIMIT "
+        "(0 = no per-user limit).",
     )

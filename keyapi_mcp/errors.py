@@ -72,6 +72,23 @@ class OutOfCredits(KeyAPIError):
 
 class BudgetExceeded(KeyAPIError):
     code = "budget_exceeded"
+    # Which local limit refused the call (the `limit` label of keyapi_budget_refusals_total); None when the
+    # refusal is not a limit at all (an unusable ledger, `StateStoreError`).
+    limit: ClassVar[str | None] = None
+
+
+class CallCapReached(BudgetExceeded):
+    limit = "per_call"
+
+
+class DailyLimitReached(BudgetExceeded):
+    limit = "daily"
+
+
+class UserLimitReached(BudgetExceeded):
+    """This caller's own daily credit limit (KEYAPI_USER_DAILY_CREDIT_LIMIT) is spent; others may still call."""
+
+    limit = "user"
 
 
 class RateLimited(KeyAPIError):

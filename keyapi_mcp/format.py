@@ -15,6 +15,7 @@ from typing import Literal
 
 from keyapi_mcp.domain import DayUsage, FetchOutcome, LedgerEntry, VideoData, iso, next_midnight
 from keyapi_mcp.models import (
+    CallerUsage,
     Credits,
     CreditUsage,
     LedgerEntryOut,
@@ -203,8 +204,21 @@ def build_usage(
     max_credits_per_call: int,
     now: float,
     demo: bool = False,
+    caller: str = "local",
+    caller_usage: DayUsage | None = None,
+    user_daily_limit: int = 0,
 ) -> CreditUsage:
+    you = None
+    if caller_usage is not None and (user_daily_limit or caller != "local"):
+        you = CallerUsage(
+            caller=caller,
+            spent_today=caller_usage.spent,
+            daily_limit=user_daily_limit or None,
+            remaining_today=_remaining(user_daily_limit, caller_usage.spent),
+            uncertain_today=caller_usage.uncertain,
+        )
     return CreditUsage(
+        you=you,
         demo=demo,
         spent_today=usage.spent,
         daily_limit=daily_limit or None,
@@ -331,6 +345,14 @@ def render_usage(usage: CreditUsage) -> str:
         f"credits today: {limit}; resets {usage.resets_at}; uncertain {usage.uncertain_today}; "
         f"saved by cache {usage.saved_today}"
     )
+    if usage.you is not None:
+        you = usage.you
+        own = (
+            f"{you.spent_today}/{you.daily_limit} ({you.remaining_today} left)"
+            if you.daily_limit
+            else f"{you.spent_today} (no per-user limit)"
+        )
+        lines.append(f"your credits today ({you.caller}): {own}; uncertain {you.uncertain_today}")
     lines.append(f"max per call {usage.max_credits_per_call}; cached videos {usage.cached_videos}")
     if usage.recent:
         lines.append("recent: at | page | ids | http | outcome | charged")

@@ -12,7 +12,7 @@
   web page in the user's browser is the attacker; for other binds the allowed values come from
   `KEYAPI_MCP_ALLOWED_HOSTS` / `KEYAPI_MCP_ALLOWED_ORIGINS`.
 - Request bodies above `KEYAPI_MCP_MAX_BODY_BYTES` get 413 before they are parsed; concurrent tool calls
-  are capped by `KEYAPI_MCP_MAX_CONCURRENT_CALLS` (see `keyapi_mcp.limits`).
+  are capped by `KEYAPI_MCP_MAX_CONCURRENT_CALLS` (see `keyapi_mcp.concurrency`).
 - SIGTERM/SIGINT: stop accepting connections, let in-flight calls finish for up to
   `GRACEFUL_SHUTDOWN_SECONDS` (their ledger reservations are settled as they finish; a call still running
   after that is cancelled and its reservation settled as uncertain), then close the store.
@@ -39,8 +39,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyapi_mcp import __version__
 from keyapi_mcp.auth import AuthGate
+from keyapi_mcp.caller import static_token_request
 from keyapi_mcp.config import Settings, is_loopback_host
 from keyapi_mcp.errors import HttpConfigError
+from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,8 @@ class BearerAuthMiddleware:
             return
         ok, reason = self._authorized(scope)
         if ok:
-            await self.app(scope, receive, send)
+            with static_token_request():  # the caller is `static` (keyapi_mcp.caller)
+                await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("?", 0)
         log.info("rejected %s %s from %s: %s bearer token", scope.get("method"), scope.get("path"), client[0], reason)
@@ -186,12 +189,31 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
         host=host,
     )
     app.router.routes.insert(0, Route(HEALTH_PATH, _healthz, methods=["GET"], name="healthz"))
+    metrics = getattr(server, "metrics", None)
+    exempt: tuple[str, ...] = (HEALTH_PATH,)
+    if isinstance(metrics, PrometheusMetrics):
+        add_metrics_route(app, metrics, settings)
+        exempt = (HEALTH_PATH, METRICS_PATH)  # /metrics checks its own tokens: the metrics token works alone
     if settings.oauth_enabled:
         return AuthGate(app)
     if settings.mcp_auth_token is None:
         log.info("KEYAPI_MCP_AUTH_TOKEN is not set: /mcp accepts unauthenticated requests (loopback only)")
         return app
-    return BearerAuthMiddleware(app, settings.mcp_auth_token.get_secret_value())
+    return BearerAuthMiddleware(app, settings.mcp_auth_token.get_secret_value(), exempt_paths=exempt)
+
+
+def add_metrics_route(app: Starlette, metrics: PrometheusMetrics, settings: Settings) -> None:
+    """Serve `GET /metrics` to holders of KEYAPI_MCP_METRICS_TOKEN or KEYAPI_MCP_AUTH_TOKEN (never open)."""
+    tokens = [s.get_secret_value() for s in (settings.mcp_metrics_token, settings.mcp_auth_token) if s is not None]
+    if not tokens:
+        raise HttpConfigError(
+            "KEYAPI_MCP_METRICS=1 needs KEYAPI_MCP_METRICS_TOKEN (or KEYAPI_MCP_AUTH_TOKEN): /metrics is never "
+            "served without a bearer token. Generate one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
+        )
+    if any(len(token) < MIN_TOKEN_CHARS for token in tokens):
+        raise HttpConfigError(f"KEYAPI_MCP_METRICS_TOKEN is too short (at least {MIN_TOKEN_CHARS} characters).")
+    app.router.routes.insert(0, Route(METRICS_PATH, metrics_endpoint(metrics, tokens), methods=["GET"], name="metrics"))
 
 
 def uvicorn_server(app: ASGIApp, *, host: str, port: int, settings: Settings) -> uvicorn.Server:

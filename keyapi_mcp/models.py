@@ -368,6 +368,16 @@ class LedgerEntryOut(BaseModel):
     request_id: str | None
 
 
+class CallerUsage(BaseModel):
+    """The calling user's own figures today (never another user's)."""
+
+    caller: str = Field(description="Who the credits are booked for: the token's user or client, static, or local.")
+    spent_today: int
+    daily_limit: int | None = Field(description="KEYAPI_USER_DAILY_CREDIT_LIMIT; null = no per-user limit.")
+    remaining_today: int | None
+    uncertain_today: int
+
+
 class CreditUsage(BaseModel):
     demo: bool
     spent_today: int
@@ -378,4 +388,7 @@ class CreditUsage(BaseModel):
     uncertain_today: int = Field(description="Credits counted as spent because the outcome was not seen.")
     saved_today: int = Field(description="Credits the cache saved today.")
     cached_videos: int
-    recent: list[LedgerEntryOut]
+    recent: list[LedgerEntryOut] = Field(description="The caller's own last upstream requests, newest first.")
+    you: CallerUsage | None = Field(
+        default=None, description="The caller's own figures; present with a per-user limit or an identified caller."
+    )

@@ -9,7 +9,9 @@ Selected by `KEYAPI_STATE_URL=redis://host:port/db` (or `rediss://` for TLS). Sa
   check the day's counted credits against the limit, count one more, write the entry — and Redis runs
   scripts one at a time, so replicas under one daily limit can never exceed it, not even by one.
   `settle` is a script too: it moves the entry's counter from `reserved` to its outcome, so a released
-  reservation stops counting.
+  reservation stops counting. Each caller (keyapi_mcp.caller) has the same counters in
+  `userday:<day>:<caller>` and its own capped list `userledger:<caller>`; the same scripts check and move
+  them, so the per-user limit (KEYAPI_USER_DAILY_CREDIT_LIMIT) and the daily one hold together.
 - Cache: per-video hashes (`video:<id>`) and page hashes (`page:<hash of the id set>:<n>`) holding the
   rows and `fetched_at`, with native key expiry at the cache TTL. Freshness is still checked against
   the stored `fetched_at` with the store's clock, so an injected clock works as with SQLite. Two sorted
@@ -42,6 +44,7 @@ from urllib.parse import unquote, urlsplit
 
 from keyapi_mcp.domain import (
     LEDGER_KEEP_DAYS,
+    LOCAL_CALLER,
     Attempt,
     CachedPage,
     CachedVideo,
@@ -51,6 +54,7 @@ from keyapi_mcp.domain import (
     Reservation,
     budget_refusal,
     dumps_compact,
+    user_budget_refusal,
     utc_day,
 )
 from keyapi_mcp.errors import StateStoreError, StoreOpenError
@@ -65,28 +69,41 @@ SOCKET_TIMEOUT_SECONDS = 5.0
 PRUNE_BATCH = 500
 _KEEP_SECONDS = LEDGER_KEEP_DAYS * 86_400
 
-# KEYS: day hash, entry hash, ledger list.  ARGV: limit, keep seconds, at, day, ids_count, page, replica, cap.
+# KEYS: day hash, entry hash, ledger list, the caller's day hash, the caller's ledger list.
+# ARGV: limit, keep seconds, at, day, ids_count, page, replica, cap, user limit, caller.
+# Both limits are checked before anything is counted; the refusal names the limit hit (the daily one first).
 _RESERVE = """
 local limit = tonumber(ARGV[1])
 local counted = tonumber(redis.call('HGET', KEYS[1], 'counted') or '0')
 if limit > 0 and counted >= limit then
-  return {0, counted}
+  return {0, counted, 'daily'}
+end
+local ulimit = tonumber(ARGV[9])
+local mine = tonumber(redis.call('HGET', KEYS[4], 'counted') or '0')
+if ulimit > 0 and mine >= ulimit then
+  return {0, mine, 'user'}
 end
 redis.call('HINCRBY', KEYS[1], 'counted', 1)
 redis.call('HINCRBY', KEYS[1], 'reserved', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[4], 'counted', 1)
+redis.call('HINCRBY', KEYS[4], 'reserved', 1)
+redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[2], 'at', ARGV[3], 'day', ARGV[4], 'ids_count', ARGV[5], 'page', ARGV[6],
-           'outcome', 'in_flight', 'charged', 'reserved', 'replica', ARGV[7])
+           'outcome', 'in_flight', 'charged', 'reserved', 'replica', ARGV[7], 'caller', ARGV[10])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('LPUSH', KEYS[3], KEYS[2])
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-return {1, counted + 1}
+for _, list in ipairs({KEYS[3], KEYS[5]}) do
+  redis.call('LPUSH', list, KEYS[2])
+  redis.call('LTRIM', list, 0, tonumber(ARGV[8]) - 1)
+  redis.call('EXPIRE', list, ARGV[2])
+end
+return {1, counted + 1, ''}
 """
 
-# KEYS: entry hash, day hash.  ARGV: http_status, outcome, charged, request_id, keep seconds.
-# Moves the entry from its previous charged state to the new one; `counted` follows whether each
-# state counts against the limit (reserved, yes, uncertain) so a repeated settle stays consistent.
+# KEYS: entry hash, day hash[, the caller's day hash].  ARGV: http_status, outcome, charged, request_id, keep seconds.
+# Moves the entry from its previous charged state to the new one, in the day's and the caller's counters;
+# `counted` follows whether each state counts against the limit (reserved, yes, uncertain) so a repeated
+# settle stays consistent.
 _SETTLE = """
 local prev = redis.call('HGET', KEYS[1], 'charged')
 if not prev then
@@ -95,14 +112,16 @@ end
 local function counts(c) return c == 'reserved' or c == 'yes' or c == 'uncertain' end
 local new = ARGV[3]
 if prev ~= new then
-  redis.call('HINCRBY', KEYS[2], prev, -1)
-  redis.call('HINCRBY', KEYS[2], new, 1)
-  if counts(prev) and not counts(new) then
-    redis.call('HINCRBY', KEYS[2], 'counted', -1)
-  elseif counts(new) and not counts(prev) then
-    redis.call('HINCRBY', KEYS[2], 'counted', 1)
+  for i = 2, #KEYS do
+    redis.call('HINCRBY', KEYS[i], prev, -1)
+    redis.call('HINCRBY', KEYS[i], new, 1)
+    if counts(prev) and not counts(new) then
+      redis.call('HINCRBY', KEYS[i], 'counted', -1)
+    elseif counts(new) and not counts(prev) then
+      redis.call('HINCRBY', KEYS[i], 'counted', 1)
+    end
+    redis.call('EXPIRE', KEYS[i], ARGV[5])
   end
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('HSET', KEYS[1], 'http_status', ARGV[1], 'outcome', ARGV[2], 'charged', new, 'request_id', ARGV[4])
 return 1
@@ -304,24 +323,49 @@ class RedisStore:
 
     # -- ledger ---------------------------------------------------------------------------------
 
-    async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation:
+    async def reserve(
+        self, *, ids_count: int, page: int, daily_limit: int, caller: str = LOCAL_CALLER, user_limit: int = 0
+    ) -> Reservation:
         now = self._clock()
         day = utc_day(now)
         entry = uuid.uuid4().hex
-        ok, counted = await self._call(
+        ok, counted, which = await self._call(
             self._reserve(
-                keys=[self._key("day", day), self._key("entry", entry), self._key("ledger")],
-                args=[max(0, daily_limit), _KEEP_SECONDS, repr(now), day, ids_count, page, self._replica, LEDGER_CAP],
+                keys=[
+                    self._key("day", day),
+                    self._key("entry", entry),
+                    self._key("ledger"),
+                    self._key("userday", day, caller),
+                    self._key("userledger", caller),
+                ],
+                args=[
+                    max(0, daily_limit),
+                    _KEEP_SECONDS,
+                    repr(now),
+                    day,
+                    ids_count,
+                    page,
+                    self._replica,
+                    LEDGER_CAP,
+                    max(0, user_limit),
+                    caller,
+                ],
             )
         )
         if not int(ok):
+            if which == "user":
+                raise user_budget_refusal(int(counted), user_limit, now)
             raise budget_refusal(int(counted), daily_limit, now)
-        return Reservation(id=entry, day=day)
+        return Reservation(id=entry, day=day, caller=caller)
 
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None:
         await self._call(
             self._settle(
-                keys=[self._key("entry", str(reservation.id)), self._key("day", reservation.day)],
+                keys=[
+                    self._key("entry", str(reservation.id)),
+                    self._key("day", reservation.day),
+                    self._key("userday", reservation.day, reservation.caller),
+                ],
                 args=[
                     "" if attempt.http_status is None else attempt.http_status,
                     attempt.outcome,
@@ -343,10 +387,18 @@ class RedisStore:
             saved=int(saved or 0),
         )
 
-    async def recent(self, limit: int = 10) -> list[LedgerEntry]:
+    async def usage_for(self, caller: str) -> DayUsage:
+        day = utc_day(self._clock())
+        counted, reserved, uncertain = await self._call(
+            self._redis.hmget(self._key("userday", day, caller), ["counted", "reserved", "uncertain"])
+        )
+        return DayUsage(spent=int(counted or 0), uncertain=int(uncertain or 0) + int(reserved or 0), saved=0)
+
+    async def recent(self, limit: int = 10, caller: str | None = None) -> list[LedgerEntry]:
         if limit <= 0:
             return []
-        keys = await self._call(self._redis.lrange(self._key("ledger"), 0, limit - 1))
+        ledger = self._key("ledger") if caller is None else self._key("userledger", caller)
+        keys = await self._call(self._redis.lrange(ledger, 0, limit - 1))
         if not keys:
             return []
         pipe = self._redis.pipeline(transaction=False)

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
@@ -25,12 +28,14 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
 from keyapi_mcp.auth import auth_kwargs
+from keyapi_mcp.caller import current_caller
 from keyapi_mcp.client import KeyAPIClient, RateLimiter
 from keyapi_mcp.concurrency import CallSlots
 from keyapi_mcp.config import Settings
 from keyapi_mcp.domain import PAGE_SIZE, Store
 from keyapi_mcp.errors import KeyAPIError, UnknownTool
 from keyapi_mcp.format import build_result, build_usage, render_text, render_usage
+from keyapi_mcp.metrics import NO_METRICS, Metrics, MetricsMiddleware, PrometheusMetrics
 from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage, VideoProductsResult, normalize_video_ids
 from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
@@ -48,6 +53,15 @@ video sell, and how well?" for up to {MAX_VIDEO_IDS} videos per call (ids or tik
 paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product rows), but repeated or overlapping questions \
 are answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
 (free) to check the remaining budget before large requests."""
+
+# The lists never change while the process runs (tool descriptions follow the settings, read at start) and are
+# the same for every caller: clients may reuse them for 5 minutes and share them across authorization contexts.
+LIST_CACHE_HINTS = {
+    "tools/list": CacheHint(ttl_ms=300_000, scope="public"),
+    "prompts/list": CacheHint(ttl_ms=300_000, scope="public"),
+    "resources/list": CacheHint(ttl_ms=300_000, scope="public"),
+    "resources/templates/list": CacheHint(ttl_ms=300_000, scope="public"),
+}
 
 INTERNAL_ERROR_TEXT = (
     "[upstream_error] keyapi-mcp hit an unexpected internal error (details are in the server log). Pages "
@@ -127,7 +141,12 @@ async def get_video_products(
             log.debug("progress notification failed", exc_info=True)
 
     outcome = await state.service.fetch(
-        normalize_video_ids(video_ids), page_num=page_num, max_credits=max_credits, refresh=refresh, progress=progress
+        normalize_video_ids(video_ids),
+        page_num=page_num,
+        max_credits=max_credits,
+        refresh=refresh,
+        progress=progress,
+        caller=current_caller(),
     )
     result = build_result(
         outcome, daily_limit=state.settings.daily_credit_limit, response_format=response_format, demo=state.demo
@@ -140,7 +159,7 @@ async def get_video_products(
 
 async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
     state = ctx.request_context.lifespan_context
-    snapshot = await state.service.usage_snapshot()
+    snapshot = await state.service.usage_snapshot(current_caller())
     report = build_usage(
         snapshot.usage,
         snapshot.recent,
@@ -149,6 +168,9 @@ async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, 
         max_credits_per_call=state.settings.max_credits_per_call,
         now=snapshot.now,
         demo=state.demo,
+        caller=snapshot.caller,
+        caller_usage=snapshot.caller_usage,
+        user_daily_limit=state.settings.user_daily_credit_limit,
     )
     return CallToolResult(
         content=[TextContent(type="text", text=render_usage(report))],
@@ -165,6 +187,8 @@ def _describe_cache(ttl: int) -> str:
 
 def describe_get_video_products(settings: Settings, *, demo: bool = False) -> str:
     limit = f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit else "no daily limit"
+    if settings.user_daily_credit_limit:
+        limit += f" ({settings.user_daily_credit_limit} per user)"
     text = f"""\
 Products sold in TikTok videos, with estimated units sold and GMV per product, from KeyAPI's Video \
 Products (Analytics) endpoint.
@@ -195,7 +219,8 @@ video URLs."""
 CREDIT_USAGE_DESCRIPTION = (
     "Free, no upstream request, works without an API key. Reports credits spent today (UTC), the daily "
     "limit and what remains, the per-call cap, when the limit resets, credits the cache saved, cached videos, "
-    "and the last 10 upstream requests. Call it before large get_video_products requests."
+    "and your last 10 upstream requests (with a per-user limit, also your own credits today). Call it before "
+    "large get_video_products requests."
 )
 
 
@@ -269,6 +294,7 @@ class KeyAPIMCPServer(MCPServer[AppState]):
     """
 
     call_slots: CallSlots | None = None
+    metrics: Metrics = NO_METRICS  # served at /metrics by the HTTP transport when enabled (KEYAPI_MCP_METRICS)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
@@ -332,12 +358,17 @@ def build_server(
     transport: httpx.AsyncBaseTransport | None = None,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
 ) -> KeyAPIMCPServer:
     """Build the server. `transport`, `store` and `clock` are injection points for tests and benchmarks.
 
     A `store` passed in belongs to the caller (the CLI opens it early to report a bad state file before
-    serving); otherwise the lifespan opens and closes one.
+    serving); otherwise the lifespan opens and closes one. `token_verifier` + `auth` (both or neither, as the
+    SDK requires) replace the verifier the settings configure (OAuth, `keyapi_mcp.auth`); each verified
+    token's identity is the caller its credits are booked for (`keyapi_mcp.caller`).
     """
+    metrics: Metrics = PrometheusMetrics() if settings.mcp_metrics else NO_METRICS
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -355,6 +386,7 @@ def build_server(
                     base_url=DEMO_BASE_URL if demo else settings.base_url,
                     rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
                     timeout_seconds=settings.timeout_seconds,
+                    observe=metrics.upstream_request,
                 )
                 service = ProductsService(
                     state_store,
@@ -362,7 +394,9 @@ def build_server(
                     max_credits_per_call=settings.max_credits_per_call,
                     daily_limit=settings.daily_credit_limit,
                     cache_ttl=settings.cache_ttl_seconds,
+                    user_daily_limit=settings.user_daily_credit_limit,
                 )
+                service.metrics = metrics
                 await service.prune()
                 yield AppState(settings=settings, service=service, demo=demo)
         finally:
@@ -376,7 +410,12 @@ def build_server(
         tools=tools_for(settings, demo=demo),
         lifespan=lifespan,
         log_level=settings.log_level,
-        **auth_kwargs(settings),  # OAuth resource server on the HTTP transport, when configured
+        cache_hints=LIST_CACHE_HINTS,
+        # OAuth resource server on the HTTP transport, when configured (or the verifier a caller passes in)
+        **({"token_verifier": token_verifier, "auth": auth} if token_verifier or auth else auth_kwargs(settings)),
     )
     server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
+    server.metrics = metrics
+    if metrics.enabled:
+        server.middleware.append(MetricsMiddleware(metrics))
     return server

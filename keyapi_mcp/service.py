@@ -23,6 +23,7 @@ from typing import Any
 
 from keyapi_mcp.client import KeyAPIClient
 from keyapi_mcp.domain import (
+    LOCAL_CALLER,
     PAGE_SIZE,
     Attempt,
     CachedPage,
@@ -35,7 +36,8 @@ from keyapi_mcp.domain import (
     canonical_ids,
     query_key,
 )
-from keyapi_mcp.errors import BudgetExceeded, KeyAPIError, MissingApiKey, StateStoreError
+from keyapi_mcp.errors import BudgetExceeded, CallCapReached, KeyAPIError, MissingApiKey, StateStoreError
+from keyapi_mcp.metrics import NO_METRICS, Metrics
 from keyapi_mcp.models import canonical_id, lenient_id
 
 log = logging.getLogger(__name__)
@@ -58,18 +60,31 @@ class _Walk:
 
 
 class CallBudget:
-    """The `CreditGate` of one tool call: per-call cap here, daily limit atomically in the store.
+    """The `CreditGate` of one tool call: per-call cap here, daily and per-user limits atomically in the store.
 
     A store failure *before* a request refuses it (nothing is sent without a reservation). A failure
     *after* it — the ledger cannot record the outcome — must not lose the page that was paid for: the
     reservation stays counted (as possibly spent) and the failure is reported in `unrecorded`.
     """
 
-    def __init__(self, store: Store, *, cap: int, daily_limit: int, cap_source: str) -> None:
+    metrics: Metrics = NO_METRICS
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cap: int,
+        daily_limit: int,
+        cap_source: str,
+        caller: str = LOCAL_CALLER,
+        user_limit: int = 0,
+    ) -> None:
         self.store = store
         self.cap = cap
         self.daily_limit = daily_limit
         self.cap_source = cap_source
+        self.caller = caller
+        self.user_limit = user_limit
         self.reserved = 0  # reservations not released: what this call spent (or may have)
         self.unrecorded = 0  # settlements the store could not write
 
@@ -78,21 +93,31 @@ class CallBudget:
         return self.reserved >= self.cap
 
     async def reserve(self, ids_count: int, page: int) -> object:
-        if self.reserved >= self.cap:
-            raise BudgetExceeded(
-                f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits ({self.cap_source}).",
-                hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
-                "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
-            )
         try:
-            reservation = await self.store.reserve(ids_count=ids_count, page=page, daily_limit=self.daily_limit)
+            if self.reserved >= self.cap:
+                raise CallCapReached(
+                    f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits ({self.cap_source}).",
+                    hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
+                    "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
+                )
+            reservation = await self.store.reserve(
+                ids_count=ids_count,
+                page=page,
+                daily_limit=self.daily_limit,
+                caller=self.caller,
+                user_limit=self.user_limit,
+            )
         except StateStoreError as exc:
             raise StateStoreError(f"{exc.message} No upstream request was made for it.", hint=exc.hint) from None
+        except BudgetExceeded as exc:
+            self.metrics.budget_refusal(exc)
+            raise
         self.reserved += 1
         return reservation
 
     async def settle(self, reservation: object, attempt: Attempt) -> None:
         assert isinstance(reservation, Reservation)
+        self.metrics.credit_settled(attempt.charged)  # what the upstream did, whether or not the ledger records it
         try:
             await self.store.settle(reservation, attempt)
         except StateStoreError as exc:
@@ -135,6 +160,8 @@ def group_rows(ids: Sequence[str], rows: Sequence[Any]) -> tuple[dict[str, list[
 
 
 class ProductsService:
+    metrics: Metrics = NO_METRICS
+
     def __init__(
         self,
         store: Store,
@@ -143,18 +170,20 @@ class ProductsService:
         max_credits_per_call: int,
         daily_limit: int,
         cache_ttl: float,
+        user_daily_limit: int = 0,
     ) -> None:
         self.store = store
         self.client = client
         self.max_credits_per_call = max_credits_per_call
         self.daily_limit = daily_limit
+        self.user_daily_limit = user_daily_limit
         self.cache_ttl = cache_ttl
         # Single-flight: video id -> future resolved (by the call walking it) with its complete data, or
         # None when that walk did not complete it. Waiters take the data from the future, not the cache,
         # so sharing works with KEYAPI_CACHE_TTL_SECONDS=0 and under `refresh` too.
         self._inflight: dict[str, asyncio.Future[VideoData | None]] = {}
 
-    def budget(self, max_credits: int | None) -> CallBudget:
+    def budget(self, max_credits: int | None, caller: str = LOCAL_CALLER) -> CallBudget:
         if max_credits is not None and max_credits < self.max_credits_per_call:
             cap, source = max_credits, f"max_credits={max_credits} for this call"
         else:
@@ -162,7 +191,16 @@ class ProductsService:
                 self.max_credits_per_call,
                 f"KEYAPI_MAX_CREDITS_PER_CALL={self.max_credits_per_call}",
             )
-        return CallBudget(self.store, cap=cap, daily_limit=self.daily_limit, cap_source=source)
+        budget = CallBudget(
+            self.store,
+            cap=cap,
+            daily_limit=self.daily_limit,
+            cap_source=source,
+            caller=caller,
+            user_limit=self.user_daily_limit,
+        )
+        budget.metrics = self.metrics
+        return budget
 
     async def fetch(
         self,
@@ -172,11 +210,15 @@ class ProductsService:
         max_credits: int | None = None,
         refresh: bool = False,
         progress: ProgressFn | None = None,
+        caller: str = LOCAL_CALLER,
     ) -> FetchOutcome:
-        """Answer for `video_ids` (already normalised) at the lowest credit cost the cache allows."""
+        """Answer for `video_ids` (already normalised) at the lowest credit cost the cache allows.
+
+        `caller` (keyapi_mcp.caller) is who the credits are booked for; the cache is shared by all callers.
+        """
         if self.client is None:
             raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
-        budget = self.budget(max_credits)
+        budget = self.budget(max_credits, caller)
         outcome = FetchOutcome(requested=list(video_ids), videos={}, complete_ids=set())
         pages_done = 0
         pages_from_cache = 0
@@ -211,13 +253,16 @@ class ProductsService:
         except StateStoreError as exc:
             outcome.usage = None
             outcome.warnings.append(f"today's credit usage could not be read: {exc.message}")
+        self.metrics.cache_videos(outcome.cached_videos, len(outcome.videos) - outcome.cached_videos)
         return outcome
 
-    async def usage_snapshot(self) -> UsageSnapshot:
-        """What `get_credit_usage` reports: today's figures, the last attempts, the cache size."""
+    async def usage_snapshot(self, caller: str = LOCAL_CALLER) -> UsageSnapshot:
+        """What `get_credit_usage` reports: today's figures, the caller's own and last attempts, the cache size."""
         return UsageSnapshot(
             usage=await self.store.usage_today(),
-            recent=await self.store.recent(RECENT_ATTEMPTS),
+            caller=caller,
+            caller_usage=await self.store.usage_for(caller),
+            recent=await self.store.recent(RECENT_ATTEMPTS, caller=caller),
             cached_videos=await self.store.cached_video_count(self.cache_ttl),
             now=self.store.now(),
         )

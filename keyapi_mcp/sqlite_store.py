@@ -32,6 +32,7 @@ from typing import Any
 from keyapi_mcp.domain import (
     COUNTED,
     LEDGER_KEEP_DAYS,
+    LOCAL_CALLER,
     Attempt,
     CachedPage,
     CachedVideo,
@@ -41,6 +42,7 @@ from keyapi_mcp.domain import (
     Reservation,
     budget_refusal,
     dumps_compact,
+    user_budget_refusal,
     utc_day,
 )
 from keyapi_mcp.errors import StateStoreError, StoreOpenError
@@ -91,6 +93,14 @@ MIGRATIONS: list[tuple[str, str]] = [
             day TEXT PRIMARY KEY,
             credits INTEGER NOT NULL
         );
+        """,
+    ),
+    (
+        # Who each credit was reserved for (keyapi_mcp.caller): the per-user daily limit counts by it.
+        "0003_ledger_caller",
+        """
+        ALTER TABLE ledger ADD COLUMN caller TEXT NOT NULL DEFAULT 'local';
+        CREATE INDEX ledger_day_caller ON ledger(day, caller, charged);
         """,
     ),
 ]
@@ -205,30 +215,48 @@ class SQLiteStore:
 
     # -- ledger ---------------------------------------------------------------------------------
 
-    async def reserve(self, *, ids_count: int, page: int, daily_limit: int) -> Reservation:
+    async def reserve(
+        self, *, ids_count: int, page: int, daily_limit: int, caller: str = LOCAL_CALLER, user_limit: int = 0
+    ) -> Reservation:
         now = self._clock()
         day = utc_day(now)
 
-        def reserve_one(conn: sqlite3.Connection) -> Reservation | int:
-            # One conditional INSERT: the count and the insert run under the write lock of a single
-            # statement, so concurrent callers in any process can never both take the last credit.
+        def reserve_one(conn: sqlite3.Connection) -> Reservation | tuple[int, int]:
+            # One conditional INSERT checking both limits: the counts and the insert run under the write lock
+            # of a single statement, so concurrent callers in any process can never both take the last credit
+            # of the day or of one caller.
+            counted = "charged IN ('reserved', 'yes', 'uncertain')"  # COUNTED
             cur = conn.execute(
-                "INSERT INTO ledger(at, day, ids_count, page, outcome, charged, pid) "
-                "SELECT ?, ?, ?, ?, 'in_flight', 'reserved', ? "
-                "WHERE ? <= 0 OR (SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)) < ?",
-                (now, day, ids_count, page, os.getpid(), daily_limit, day, *COUNTED, daily_limit),
+                "INSERT INTO ledger(at, day, ids_count, page, outcome, charged, pid, caller) "
+                "SELECT :at, :day, :ids, :page, 'in_flight', 'reserved', :pid, :caller "
+                f"WHERE (:limit <= 0 OR (SELECT COUNT(*) FROM ledger WHERE day = :day AND {counted}) < :limit) "
+                "AND (:user_limit <= 0 OR "
+                f"(SELECT COUNT(*) FROM ledger WHERE day = :day AND caller = :caller AND {counted}) < :user_limit)",
+                {
+                    "at": now,
+                    "day": day,
+                    "ids": ids_count,
+                    "page": page,
+                    "pid": os.getpid(),
+                    "caller": caller,
+                    "limit": daily_limit,
+                    "user_limit": user_limit,
+                },
             )
             if cur.rowcount == 1:
-                return Reservation(id=int(cur.lastrowid or 0), day=day)
-            return int(
-                conn.execute(
-                    "SELECT COUNT(*) FROM ledger WHERE day = ? AND charged IN (?, ?, ?)", (day, *COUNTED)
-                ).fetchone()[0]
-            )
+                return Reservation(id=int(cur.lastrowid or 0), day=day, caller=caller)
+            total, mine = conn.execute(
+                f"SELECT COUNT(*), COUNT(CASE WHEN caller = ? THEN 1 END) FROM ledger WHERE day = ? AND {counted}",
+                (caller, day),
+            ).fetchone()
+            return int(total), int(mine)
 
         result = self._run(reserve_one)
-        if isinstance(result, int):
-            raise budget_refusal(result, daily_limit, now)
+        if isinstance(result, tuple):
+            total, mine = result
+            if daily_limit > 0 and total >= daily_limit:  # raising the caller's own limit would not help
+                raise budget_refusal(total, daily_limit, now)
+            raise user_budget_refusal(mine, user_limit, now)
         return result
 
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None:
@@ -256,12 +284,28 @@ class SQLiteStore:
         uncertain = int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0))
         return DayUsage(spent=spent, uncertain=uncertain, saved=int(rows.get(" saved", 0)))
 
-    async def recent(self, limit: int = 10) -> list[LedgerEntry]:
+    async def usage_for(self, caller: str) -> DayUsage:
+        day = utc_day(self._clock())
+        rows = dict(
+            self._run(
+                lambda conn: conn.execute(
+                    "SELECT charged, COUNT(*) FROM ledger WHERE day = ? AND caller = ? GROUP BY charged", (day, caller)
+                ).fetchall()
+            )
+        )
+        return DayUsage(
+            spent=sum(int(rows.get(k, 0)) for k in COUNTED),
+            uncertain=int(rows.get("uncertain", 0)) + int(rows.get("reserved", 0)),
+            saved=0,
+        )
+
+    async def recent(self, limit: int = 10, caller: str | None = None) -> list[LedgerEntry]:
+        mine = "" if caller is None else "WHERE caller = ? "
         rows = self._run(
             lambda conn: conn.execute(
                 "SELECT at, page, ids_count, http_status, outcome, charged, request_id FROM ledger "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                f"{mine}ORDER BY id DESC LIMIT ?",
+                (limit,) if caller is None else (caller, limit),
             ).fetchall()
         )
         return [LedgerEntry(*row) for row in rows]

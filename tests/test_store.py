@@ -19,8 +19,9 @@ import httpx
 import pytest
 from helpers import RESET_AT, T0, TEST_API_KEY, Clock
 
+from keyapi_mcp import sqlite_store
 from keyapi_mcp.client import KeyAPIClient, RateLimiter
-from keyapi_mcp.domain import Attempt, query_key
+from keyapi_mcp.domain import Attempt, query_key, utc_day
 from keyapi_mcp.errors import BudgetExceeded, StateStoreError, StoreOpenError
 from keyapi_mcp.service import CallBudget
 from keyapi_mcp.sqlite_store import DB_FILENAME, MIGRATIONS, SQLiteStore, apply_migrations
@@ -505,3 +506,25 @@ async def test_day_usage_counts_each_outcome_once_and_agrees_with_a_fresh_count(
     await mine.settle(pending, rejected())  # a second settle of one reservation changes nothing
     assert await mine.usage_today() == await SQLiteStore.in_dir(tmp_path, clock=clock).usage_today()
     assert (await mine.usage_today()).spent == 3
+
+
+@pytest.mark.anyio
+async def test_the_caller_migration_books_an_existing_ledger_to_the_local_caller(tmp_path: Path, monkeypatch):
+    path = tmp_path / "state.sqlite3"
+    with monkeypatch.context() as patch:  # a database as the release before per-user limits left it
+        patch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:2])
+        await SQLiteStore(path, clock=Clock(T0)).close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "INSERT INTO ledger(at, day, ids_count, page, outcome, charged) VALUES (?, ?, 1, 1, 'ok', 'yes')",
+            (T0, utc_day(T0)),
+        )
+    conn.close()
+
+    store = SQLiteStore(path, clock=Clock(T0))
+    assert _applied(path)[-1] == "0003_ledger_caller"
+    assert (await store.usage_for("local")).spent == 1
+    with pytest.raises(BudgetExceeded, match="per-user"):
+        await store.reserve(ids_count=1, page=1, daily_limit=10, caller="local", user_limit=1)
+    await store.close()

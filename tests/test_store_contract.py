@@ -15,7 +15,7 @@ import pytest
 from helpers import Clock
 
 from keyapi_mcp.domain import Attempt, DayUsage, Reservation, Store, query_key
-from keyapi_mcp.errors import BudgetExceeded
+from keyapi_mcp.errors import BudgetExceeded, DailyLimitReached, UserLimitReached
 from keyapi_mcp.redis_store import RedisStore
 from keyapi_mcp.sqlite_store import SQLiteStore
 
@@ -268,3 +268,80 @@ async def test_every_store_lets_a_single_process_claim_all_ids_it_asks_for(make_
     await store.release(held)
     await store.wait_released(["111", "222"])  # nobody holds them: returns at once
     assert await store.claim(["111"]) == {"111"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-user daily limits (KEYAPI_USER_DAILY_CREDIT_LIMIT): one reservation checks both counts
+
+
+async def reserve_as(store: Store, caller: str, *, limit: int = 5, user_limit: int = 3) -> Reservation:
+    return await store.reserve(ids_count=1, page=1, daily_limit=limit, caller=caller, user_limit=user_limit)
+
+
+async def test_each_caller_has_its_own_daily_limit_inside_the_shared_one_and_refusals_name_the_limit(
+    make_store: StoreFactory,
+):
+    clock = Clock(NOON)
+    one, two = make_store(clock), make_store(clock)  # two processes / replicas on one ledger
+    for _ in range(3):
+        await reserve_as(one, "alice")
+    with pytest.raises(UserLimitReached) as mine:
+        await reserve_as(two, "alice")
+    assert mine.value.code == "budget_exceeded"
+    assert "per-user daily credit limit" in mine.value.render()
+    assert "3 of your 3" in mine.value.render()
+    assert "KEYAPI_USER_DAILY_CREDIT_LIMIT" in mine.value.render()
+
+    for _ in range(2):
+        await reserve_as(two, "bob")  # bob still has his own credits: the day has 2 left
+    with pytest.raises(DailyLimitReached) as daily:
+        await reserve_as(one, "carol")  # carol has spent nothing, but the day's limit is reached
+    assert "The daily credit limit is reached: 5 of 5" in daily.value.render()
+
+    assert (await one.usage_for("alice")).spent == 3
+    assert (await two.usage_for("bob")).spent == 2
+    assert (await one.usage_for("carol")) == DayUsage(spent=0, uncertain=0, saved=0)
+    assert (await two.usage_today()).spent == 5
+
+
+async def test_a_released_reservation_gives_the_credit_back_to_its_caller(make_store: StoreFactory):
+    store = make_store(Clock(NOON))
+    held = [await reserve_as(store, "alice") for _ in range(3)]
+    await store.settle(held[0], attempt("no", status=None, outcome="ConnectError"))
+    await store.settle(held[1], attempt("uncertain", status=None, outcome="ReadTimeout"))
+    assert await store.usage_for("alice") == DayUsage(spent=2, uncertain=2, saved=0)  # 1 uncertain + 1 reserved
+    await reserve_as(store, "alice")  # the released credit is alice's again
+    with pytest.raises(UserLimitReached):
+        await reserve_as(store, "alice")
+    assert (await store.usage_today()).spent == 3
+
+
+async def test_recent_lists_only_the_callers_own_requests_when_asked_for_one(make_store: StoreFactory):
+    clock = Clock(NOON)
+    store = make_store(clock)
+    for caller in ("alice", "bob", "alice"):
+        clock.now += 1
+        await store.settle(await reserve_as(store, caller, user_limit=0), attempt("yes"))
+    assert len(await store.recent(10)) == 3
+    assert [e.at for e in await store.recent(10, caller="alice")] == [NOON + 3, NOON + 1]
+    assert len(await store.recent(10, caller="bob")) == 1
+    assert await store.recent(10, caller="carol") == []
+
+
+async def test_concurrent_reservations_of_several_callers_never_exceed_either_limit(make_store: StoreFactory):
+    clock = Clock(NOON)
+    stores = [make_store(clock) for _ in range(3)]
+    callers = ["alice", "bob", "carol"]
+
+    async def one(i: int) -> str | None:
+        caller = callers[i % 3]
+        try:
+            await reserve_as(stores[i % len(stores)], caller, limit=5, user_limit=3)
+        except BudgetExceeded:
+            return None
+        return caller
+
+    granted = [c for c in await asyncio.gather(*(one(i) for i in range(24))) if c is not None]
+    assert len(granted) == 5
+    assert max(granted.count(c) for c in callers) <= 3
+    assert sum([(await stores[0].usage_for(c)).spent for c in callers]) == 5
