@@ -23,6 +23,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
+from keyapi_mcp.app import SERVER_TITLE, ProductsView, icons, note_view
 from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter, UpstreamPool
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
@@ -310,7 +311,7 @@ def build_server(
             demo=state.demo,
         )
         return CallToolResult(
-            content=[TextContent(type="text", text=render_text(result))],
+            content=[TextContent(type="text", text=note_view(render_text(result), ctx))],
             structured_content=result.model_dump(mode="json", exclude_unset=True),
         )
 
@@ -333,6 +334,7 @@ def build_server(
             structured_content=report.model_dump(mode="json"),
         )
 
+    view = ProductsView()
     tools = [
         _published(
             Tool.from_function(
@@ -340,8 +342,9 @@ def build_server(
                 name="get_video_products",
                 title="TikTok video products & sales (KeyAPI, paid)",
                 description=_describe_get_video_products(settings),
+                icons=icons(),
+                meta=view.tool_meta(get_video_products),
                 annotations=ToolAnnotations(
-                    title="TikTok video products & sales",
                     read_only_hint=True,
                     destructive_hint=False,
                     idempotent_hint=False,
@@ -360,8 +363,8 @@ def build_server(
                     "cache saved, cached videos, and the last 10 upstream requests. Call it before large "
                     "get_video_products requests."
                 ),
+                icons=icons(),
                 annotations=ToolAnnotations(
-                    title="KeyAPI credit usage",
                     read_only_hint=True,
                     destructive_hint=False,
                     idempotent_hint=True,
@@ -372,10 +375,13 @@ def build_server(
     ]
     server = KeyAPIMCPServer(
         SERVER_NAME,
+        title=SERVER_TITLE,
+        icons=icons(),
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=tools,
         lifespan=lifespan,
+        extensions=[view],
         log_level=settings.log_level,
     )
     server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
