@@ -322,26 +322,20 @@ def product_totals(structured: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 def bars(rendered: Rendered) -> list[tuple[str, float, str]]:
-    return [
-        (
-            row.get_attribute("data-id") or "",
-            float(row.get_attribute("data-gmv") or "nan"),
-            row.locator("rect.bar").get_attribute("width") or "",
-        )
-        for row in rendered.view.locator("#chart g.bar-row").all()
-    ]
+    """(id, GMV, bar width) of each drawn bar, top to bottom (one round trip to the browser)."""
+    drawn = rendered.view.locator("#chart g.bar-row").evaluate_all(
+        "rows => rows.map(g => [g.dataset.id, g.dataset.gmv, g.querySelector('rect.bar').getAttribute('width')])"
+    )
+    return [(pid, float(gmv), width) for pid, gmv, width in drawn]
 
 
 def table_rows(rendered: Rendered) -> list[tuple[str, str, str, str]]:
-    return [
-        (
-            row.get_attribute("data-video") or "",
-            row.get_attribute("data-product") or "",
-            row.locator("td").nth(1).inner_text(),  # units
-            row.locator("td").nth(2).inner_text(),  # GMV
-        )
-        for row in rendered.view.locator("#rows tr").all()
-    ]
+    """(video, product, units, GMV) of each table row as displayed, top to bottom."""
+    rows = rendered.view.locator("#rows tr").evaluate_all(
+        "rows => rows.map(tr => [tr.dataset.video, tr.dataset.product,"
+        " tr.cells[2].textContent, tr.cells[3].textContent])"
+    )
+    return [tuple(row) for row in rows]
 
 
 LIGHT_HOST_VARIABLES = {"--color-background-primary": "#ffffff", "--font-sans": "system-ui, sans-serif"}
@@ -441,6 +435,14 @@ def test_the_view_follows_a_dark_host_and_fits_a_narrow_frame_without_errors(
         background = view.locator("body").evaluate("el => getComputedStyle(el).backgroundColor")
         text = view.locator("body").evaluate("el => getComputedStyle(el).color")
         assert _luminance(background) < 0.2 < 0.8 < _luminance(text), (background, text)
+        # The host switches to light: the view follows (ui/notifications/host-context-changed).
+        rendered.page.evaluate(
+            """() => document.getElementById("view").contentWindow.postMessage(
+                {jsonrpc: "2.0", method: "ui/notifications/host-context-changed", params: {theme: "light"}}, "*")"""
+        )
+        view.locator('html[data-theme="light"]').wait_for(state="attached")
+        background = view.locator("body").evaluate("el => getComputedStyle(el).backgroundColor")
+        assert _luminance(background) > 0.8, background
         # The page itself never scrolls sideways; only the table scrolls inside its own box.
         overflow = view.locator("html").evaluate("el => el.scrollWidth - el.clientWidth")
         assert overflow <= 0
