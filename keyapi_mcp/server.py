@@ -27,6 +27,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
+from keyapi_mcp.app import SERVER_TITLE, ProductsView, icons, note_view
 from keyapi_mcp.auth import auth_kwargs
 from keyapi_mcp.caller import current_caller
 from keyapi_mcp.client import KeyAPIClient, RateLimiter
@@ -152,7 +153,7 @@ async def get_video_products(
         outcome, daily_limit=state.settings.daily_credit_limit, response_format=response_format, demo=state.demo
     )
     return CallToolResult(
-        content=[TextContent(type="text", text=render_text(result))],
+        content=[TextContent(type="text", text=note_view(render_text(result), ctx))],
         structured_content=result.model_dump(mode="json", exclude_unset=True),
     )
 
@@ -241,7 +242,7 @@ def _published(tool: Tool) -> Tool:
     return tool
 
 
-def tools_for(settings: Settings, *, demo: bool = False) -> list[Tool]:
+def tools_for(settings: Settings, view: ProductsView, *, demo: bool = False) -> list[Tool]:
     """The two tools, with descriptions that state this server's actual limits."""
     return [
         _published(
@@ -250,6 +251,8 @@ def tools_for(settings: Settings, *, demo: bool = False) -> list[Tool]:
                 name="get_video_products",
                 title="TikTok video products & sales (KeyAPI, paid)",
                 description=describe_get_video_products(settings, demo=demo),
+                icons=icons(),
+                meta=view.tool_meta(get_video_products),
                 annotations=ToolAnnotations(
                     read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
                 ),
@@ -261,6 +264,7 @@ def tools_for(settings: Settings, *, demo: bool = False) -> list[Tool]:
                 name="get_credit_usage",
                 title="KeyAPI credit usage (free)",
                 description=CREDIT_USAGE_DESCRIPTION,
+                icons=icons(),
                 annotations=ToolAnnotations(
                     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
                 ),
@@ -403,11 +407,15 @@ def build_server(
             if store is None:
                 await state_store.close()
 
+    view = ProductsView()  # the MCP Apps view of get_video_products (ui://keyapi/products)
     server = KeyAPIMCPServer(
         SERVER_NAME,
+        title=SERVER_TITLE,
+        icons=icons(),
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=tools_for(settings, demo=demo),
+        tools=tools_for(settings, view, demo=demo),
+        extensions=[view],
         lifespan=lifespan,
         log_level=settings.log_level,
         cache_hints=LIST_CACHE_HINTS,

@@ -13,9 +13,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
-# The Redis store's tests start their own redis-server on 127.0.0.1: install Debian's when it is missing.
-if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+# Debian packages the tests run for real, installed when missing: redis-server (the Redis store's tests start
+# their own on 127.0.0.1) and chromium (the MCP App view's tests drive it with Playwright, which is pointed at
+# /usr/bin/chromium and never downloads a browser of its own).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 .venv/bin/ruff check keyapi_mcp tests bench mcpb
 .venv/bin/ruff format --check keyapi_mcp tests bench mcpb

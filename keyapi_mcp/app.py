@@ -1,0 +1,88 @@
+"""Presentation: the MCP App view of `get_video_products` and the icon the server and its tools show.
+
+The view (`ui://keyapi/products`) is one self-contained HTML file shipped in the package
+(`keyapi_mcp/ui/products.html`): hosts that negotiated the MCP Apps extension (`io.modelcontextprotocol/ui`)
+render it in a sandboxed iframe and hand it the tool result; it draws a sortable table and a GMV chart
+from `structuredContent`. Nothing else changes for other hosts: the tool's `_meta.ui` is an unknown key to
+them, and its result is exactly the text and structured content it always was (see `note_view`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from mcp.server.apps import Apps, ResourceCsp, client_supports_apps
+from mcp.server.extension import ToolBinding
+from mcp_types import Icon
+
+PRODUCTS_VIEW_URI = "ui://keyapi/products"
+
+SERVER_TITLE = "KeyAPI TikTok video commerce"
+
+# Appended to the model's text when the host renders the view, so the model summarises instead of spending
+# output tokens re-drawing the table the user already sees.
+VIEW_NOTE = (
+    "The user sees this result as an interactive table and GMV chart (MCP App view): summarise and answer "
+    "the question; do not repeat the full table."
+)
+
+# The view needs nothing from the network: every CSP domain list is declared empty, so hosts apply their
+# strictest policy (no connect, no external scripts, styles, images, fonts or frames).
+VIEW_CSP = ResourceCsp(connect_domains=[], resource_domains=[], frame_domains=[], base_uri_domains=[])
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return files("keyapi_mcp").joinpath("ui", name).read_bytes()
+
+
+def view_html() -> str:
+    """The view's HTML, read from the package (so it ships in the wheel and works from a zip import)."""
+    return _asset("products.html").decode("utf-8")
+
+
+@cache
+def icons() -> list[Icon]:
+    """keyapi-mcp's icon as a data URI: hosts show it without fetching anything."""
+    svg = base64.b64encode(_asset("icon.svg")).decode("ascii")
+    return [Icon(src=f"data:image/svg+xml;base64,{svg}", mime_type="image/svg+xml", sizes=["any"])]
+
+
+class ProductsView(Apps):
+    """The MCP Apps extension with the products view.
+
+    `build_server` registers `get_video_products` itself (published with a strict argument model and compact
+    schemas, which `MCPServer.add_tool` would not do), so this extension hands the server only the view
+    resource and the capability; `tool_meta` gives that tool the `_meta.ui` the SDK's `Apps.tool` binding
+    stamps, checked by `Apps.tools` against the registered resource.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_html_resource(
+            PRODUCTS_VIEW_URI,
+            view_html(),
+            name="products_view",
+            title="TikTok video products & sales (view)",
+            description="Interactive table and GMV chart of a get_video_products result.",
+            csp=VIEW_CSP,
+            prefers_border=True,
+        )
+
+    def tool_meta(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        """Bind `fn` to the view and return the `_meta` its tool must carry."""
+        self.tool(resource_uri=PRODUCTS_VIEW_URI)(fn)
+        binding = next(binding for binding in super().tools() if binding.fn is fn)
+        return dict(binding.meta or {})
+
+    def tools(self) -> Sequence[ToolBinding]:
+        return ()
+
+
+def note_view(text: str, ctx: Any) -> str:
+    """The tool's text for this client: unchanged unless the client renders MCP Apps."""
+    return f"{text}\n{VIEW_NOTE}" if client_supports_apps(ctx) else text
