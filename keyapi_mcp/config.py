@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "KEYAPI_"
 DEFAULT_BASE_URL = "https://api.keyapi.ai"
+MIN_OUTPUT_TOKENS = 2_000
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -54,6 +55,8 @@ class Settings(BaseSettings):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     daily_credit_limit: int = Field(default=100, ge=0)
     cache_ttl_seconds: int = Field(default=21_600, ge=0)
+    # Estimated tokens of a get_video_products text answer (see keyapi_mcp.sizing); 0 = no budget.
+    max_output_tokens: int = Field(default=8_000, ge=0, le=1_000_000)
     state_dir: Path | None = Field(default=None)
     state_url: str | None = Field(default=None)
     log_level: LogLevel = "WARNING"
@@ -74,6 +77,13 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("max_output_tokens")
+    @classmethod
+    def _budget_floor(cls, value: int) -> int:
+        if 0 < value < MIN_OUTPUT_TOKENS:
+            raise ValueError(f"must be 0 (no budget) or at least {MIN_OUTPUT_TOKENS}: a smaller text cannot list 50 videos")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

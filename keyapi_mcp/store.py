@@ -134,6 +134,7 @@ class Store(Protocol):
     async def add_saved(self, credits: int) -> None: ...
     def flush_saved(self) -> None: ...
     async def cached_video_count(self, max_age: float) -> int: ...
+    async def cached_video_ids(self, max_age: float, limit: int) -> list[str]: ...
     async def prune(self, max_age: float) -> None: ...
     async def close(self) -> None: ...
     def now(self) -> float: ...
@@ -525,6 +526,19 @@ class SQLiteStore:
                 lambda conn: conn.execute("SELECT COUNT(*) FROM videos WHERE fetched_at > ?", (since,)).fetchone()[0]
             )
         )
+
+    async def cached_video_ids(self, max_age: float, limit: int) -> list[str]:
+        """Ids of cached videos, most recently fetched first (argument completion offers them)."""
+        if max_age <= 0 or limit <= 0:
+            return []
+        since = self._clock() - max_age
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT video_id FROM videos WHERE fetched_at > ? ORDER BY fetched_at DESC, video_id LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
 
     async def prune(self, max_age: float) -> None:
         now = self._clock()
