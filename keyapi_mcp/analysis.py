@@ -24,9 +24,13 @@ def exact(amount: float | None) -> Decimal:
     return Decimal(repr(amount)) if amount is not None else Decimal(0)
 
 
+def to_cent(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
 def money(amount: Decimal) -> float:
     """Rounded to the cent once; the float's shortest spelling is then that 2-decimal number exactly."""
-    return float(amount.quantize(CENT, rounding=ROUND_HALF_EVEN))
+    return float(to_cent(amount))
 
 
 def share_pct(part: Decimal, total: Decimal) -> float | None:
@@ -69,11 +73,11 @@ def product_totals(videos: Sequence[VideoOut]) -> list[ProductTotal]:
         for product_id, (units, gmv) in _video_product_sums(video).items():
             tally = tallies.setdefault(product_id, _Tally())
             tally.add(video.video_id, units, gmv)
-            candidate = (gmv, units, video.video_id)
+            candidate = (to_cent(gmv), units, video.video_id)  # ranked as shown: to the cent
             if _better(candidate, tally.best):
                 tally.best = candidate
     total = sum((t.gmv for t in tallies.values()), Decimal(0))
-    ordered = sorted(tallies.items(), key=lambda item: (-item[1].gmv, item[0]))
+    ordered = sorted(tallies.items(), key=lambda item: (-to_cent(item[1].gmv), item[0]))  # ranked as shown
     out = []
     for product_id, tally in ordered:
         assert tally.best is not None  # every tally was created for a product row
@@ -110,7 +114,7 @@ def _totals(groups: dict[str, _Tally], order: Callable[[tuple[str, _Tally]], obj
 def region_totals(videos: Iterable[VideoOut]) -> list[GroupTotal]:
     """Per region, by GMV (then region code)."""
     groups = _group(videos, lambda v: v.region or UNKNOWN)
-    return _totals(groups, lambda item: (-item[1].gmv, item[0]))
+    return _totals(groups, lambda item: (-to_cent(item[1].gmv), item[0]))
 
 
 def day_totals(videos: Iterable[VideoOut]) -> list[GroupTotal]:

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     @classmethod
     def _budget_floor(cls, value: int) -> int:
         if 0 < value < MIN_OUTPUT_TOKENS:
-            raise ValueError(f"must be 0 (no budget) or at least {MIN_OUTPUT_TOKENS}: a smaller text cannot list 50 videos")
+            raise ValueError(f"must be 0 (no budget) or at least {MIN_OUTPUT_TOKENS} (the answer for 50 videos)")
         return value
 
     @field_validator("log_level", mode="before")

@@ -466,8 +466,8 @@ def _render_products(result: VideoProductsResult, view: TextView) -> str:
         left_out.append(
             f"LEFT OUT: {_count(len(rest), 'product')} ranked {view.top + 1}-{len(totals)} by GMV (units "
             f"{sum(t.units_sold for t in rest)}, GMV {_num(money(rest_gmv))}; the totals above include them). "
-            'They are in the structured result\'s product_totals; call get_video_products with group_by="product" '
-            "and fewer video_ids (cached videos cost nothing) to list them."
+            "They are in the structured result's product_totals. To list them, call again with a larger top or "
+            "fewer video_ids (cached videos cost nothing; the text stays under KEYAPI_MAX_OUTPUT_TOKENS)."
         )
     lines.extend(_tail_lines(result, left_out))
     return "\n".join(lines)

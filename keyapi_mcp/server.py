@@ -23,10 +23,11 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
+from keyapi_mcp.analysis import with_product_totals
 from keyapi_mcp.client import PAGE_SIZE, KeyAPIClient, RateLimiter, UpstreamPool
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import KeyAPIError, MissingApiKey
-from keyapi_mcp.format import build_result, build_usage, render_text, render_usage
+from keyapi_mcp.format import build_result, render_text, render_usage
 from keyapi_mcp.limits import CallSlots
 from keyapi_mcp.models import (
     MAX_VIDEO_IDS,
@@ -34,8 +35,11 @@ from keyapi_mcp.models import (
     VideoProductsResult,
     normalize_video_ids,
 )
+from keyapi_mcp.prompts import register_prompts
+from keyapi_mcp.resources import read_credit_usage, register_resources, video_links
 from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
+from keyapi_mcp.sizing import fit_text
 from keyapi_mcp.store import SQLiteStore, Store
 
 if TYPE_CHECKING:  # httpx is imported on the first upstream request (see UpstreamPool)
@@ -51,7 +55,11 @@ KeyAPI TikTok video commerce data. Use get_video_products to answer "which produ
 video sell, and how well?" for up to 50 videos per call (ids or tiktok.com video URLs). It costs paid \
 KeyAPI credits (1 per upstream page of 10 product rows), but repeated or overlapping questions are \
 answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
-(free) to check the remaining budget before large requests."""
+(free) to check the remaining budget before large requests. For totals across videos (each product's units, \
+GMV, videos, best video and share; totals by region and day) pass group_by="product": the server computes \
+them exactly, so quote them rather than adding up. Long answers are cut to fit an output budget and say what \
+was left out. Free reads, no credit: the resources keyapi://usage and keyapi://videos/{video_id} (any video \
+already fetched). Prompts: analyze_video_commerce, compare_videos, top_products."""
 
 
 def _describe_cache(ttl: int) -> str:
@@ -79,7 +87,32 @@ Returns: per video (sorted by GMV) views, engagement rate, units sold and GMV, a
 GMV) with units, GMV and average price; totals; credits spent; `not_found` ids with no product rows. \
 GMV currency is not stated by the upstream. If `complete` is false, call again with the pending ids and \
 `next_page_num` as the text says. response_format="detailed" adds description, hashtags, cover and \
-video URLs."""
+video URLs. group_by="product" returns each product's exact totals across the videos instead (plus \
+totals by region and day). The text is kept under {settings.max_output_tokens or "no"} tokens \
+(KEYAPI_MAX_OUTPUT_TOKENS; `top` caps products per video): what it leaves out is named, and each cached \
+video is free to re-read at keyapi://videos/<id>."""
+
+
+GroupByArg = Annotated[
+    Literal["video", "product"],
+    Field(
+        description=(
+            "video (default): per video, its products. product: each product's exact totals across the videos "
+            "(units, GMV, videos, best video, GMV share) and totals by region and day."
+        )
+    ),
+]
+TopArg = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=1000,
+        description=(
+            "Show only the top N products per video (group_by=product: the top N products) in the text; the rest "
+            "is named, and the structured result keeps everything. Default: all that fit the output budget."
+        ),
+    ),
+]
 
 
 @dataclass
@@ -188,6 +221,8 @@ def build_server(
 ) -> KeyAPIMCPServer:
     """Build the server. `transport`, `store` and `clock` are injection points for tests and benchmarks."""
 
+    live: list[AppState] = []  # the running server's state, for the resources and completions (no request context)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         own_store = store is None
@@ -225,9 +260,12 @@ def build_server(
                 await state_store.prune(settings.cache_ttl_seconds)
             except KeyAPIError as exc:
                 log.warning("could not prune the cache: %s", exc)
+            app_state = AppState(settings=settings, service=service, store=state_store, demo=demo)
+            live.append(app_state)
             try:
-                yield AppState(settings=settings, service=service, store=state_store, demo=demo)
+                yield app_state
             finally:
+                live.remove(app_state)
                 if own_store:
                     await state_store.close()
                 else:  # closed by its owner, maybe never (the CLI's lives until exit): write the statistic now
@@ -287,6 +325,8 @@ def build_server(
                 )
             ),
         ] = False,
+        group_by: GroupByArg = "video",
+        top: TopArg = None,
     ) -> Annotated[CallToolResult, VideoProductsResult]:
         state = ctx.request_context.lifespan_context
         ids = normalize_video_ids(video_ids)
@@ -309,25 +349,19 @@ def build_server(
             response_format=response_format,
             demo=state.demo,
         )
+        if group_by == "product":
+            result = with_product_totals(result)
+        text = fit_text(result, render_text(result), max_tokens=state.settings.max_output_tokens, top=top)
         return CallToolResult(
-            content=[TextContent(type="text", text=render_text(result))],
+            content=[
+                TextContent(type="text", text=text),
+                *video_links(result, cache_ttl=state.settings.cache_ttl_seconds),
+            ],
             structured_content=result.model_dump(mode="json", exclude_unset=True),
         )
 
     async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
-        state = ctx.request_context.lifespan_context
-        usage = await state.store.usage_today()
-        recent = await state.store.recent(10)
-        cached = await state.store.cached_video_count(state.settings.cache_ttl_seconds)
-        report = build_usage(
-            usage,
-            recent,
-            cached_videos=cached,
-            daily_limit=state.settings.daily_credit_limit,
-            max_credits_per_call=state.settings.max_credits_per_call,
-            now=state.store.now(),
-            demo=state.demo,
-        )
+        report = await read_credit_usage(ctx.request_context.lifespan_context)
         return CallToolResult(
             content=[TextContent(type="text", text=render_usage(report))],
             structured_content=report.model_dump(mode="json"),
@@ -379,4 +413,6 @@ def build_server(
         log_level=settings.log_level,
     )
     server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
+    register_resources(server, lambda: live[-1] if live else None)
+    register_prompts(server, lambda: live[-1] if live else None)
     return server

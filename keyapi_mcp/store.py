@@ -534,7 +534,7 @@ class SQLiteStore:
         since = self._clock() - max_age
         rows = self._run(
             lambda conn: conn.execute(
-                "SELECT video_id FROM videos WHERE fetched_at > ? ORDER BY fetched_at DESC, video_id LIMIT ?",
+                "SELECT video_id FROM videos WHERE fetched_at > ? ORDER BY fetched_at DESC, video_id DESC LIMIT ?",
                 (since, limit),
             ).fetchall()
         )
