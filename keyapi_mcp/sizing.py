@@ -4,7 +4,7 @@ Clients cap what a tool may return (some at 25k tokens) and every token of an an
 model pays for. The count is estimated here without a tokenizer (none is a run-time dependency): each
 piece of text is charged at least what a BPE tokenizer spends on it in the worst case this text meets
 (ids and numbers, random-looking URL parts, user text in any script), so the estimate stays above the
-real count; bench/README.md ("Output budget") gives the calibration against the bench's tokenizer, and
+real count; README.md (Benchmarks, "Output budget") gives the calibration against the bench's tokenizer, and
 tests/test_sizing.py checks it.
 
 When the full text does not fit, the view narrows step by step, least useful first: the media line of
@@ -35,7 +35,7 @@ def _piece_tokens(piece: str) -> int:
         if first.isdigit():
             return math.ceil(len(core) / 2.3)
         if first.isalpha():
-            # A dictionary word merges into few tokens; random mixed case (URL signatures) costs ~1 per 1.4 chars.
+            # A dictionary word merges into few tokens; random mixed case (URL signatures) into many.
             return math.ceil(len(core) / (4 if _WORDLIKE.fullmatch(core) else 1.4))
         return 1  # punctuation, space, control: at most one token each
     # Other scripts and emoji: at most one token per UTF-8 byte of the compatibility form (a tokenizer may
