@@ -20,6 +20,7 @@ from keyapi_mcp.errors import ConfigError
 ENV_PREFIX = "KEYAPI_"
 DEFAULT_BASE_URL = "https://api.keyapi.ai"
 DEFAULT_OAUTH_SCOPES = ("keyapi:read",)
+MIN_OUTPUT_TOKENS = 2_000
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
     # Each caller's own daily limit (keyapi_mcp.caller), checked together with the daily one; 0 = none.
     user_daily_credit_limit: int = Field(default=0, ge=0)
     cache_ttl_seconds: int = Field(default=21_600, ge=0)
+    # Estimated tokens of a get_video_products text answer (see keyapi_mcp.sizing); 0 = no budget.
+    max_output_tokens: int = Field(default=8_000, ge=0, le=1_000_000)
     state_dir: Path | None = Field(default=None)
     state_url: str | None = Field(default=None)
     log_level: LogLevel = "WARNING"
@@ -89,6 +92,12 @@ class Settings(BaseSettings):
 
         if value and importlib.util.find_spec("prometheus_client") is None:
             raise ValueError("needs the prometheus-client package: pip install 'keyapi-mcp[metrics]'")
+
+    @field_validator("max_output_tokens")
+    @classmethod
+    def _budget_floor(cls, value: int) -> int:
+        if 0 < value < MIN_OUTPUT_TOKENS:
+            raise ValueError(f"must be 0 (no budget) or at least {MIN_OUTPUT_TOKENS} (the answer for 50 videos)")
         return value
 
     @field_validator("log_level", mode="before")

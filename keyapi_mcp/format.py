@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Literal
 
+from keyapi_mcp.analysis import exact, money
 from keyapi_mcp.domain import DayUsage, FetchOutcome, LedgerEntry, VideoData, iso, next_midnight
 from keyapi_mcp.models import (
     CallerUsage,
@@ -270,50 +273,68 @@ def _compact(value: int | None) -> str:
     return str(value)
 
 
-def render_text(result: VideoProductsResult) -> str:
-    lines: list[str] = []
-    if result.demo:
-        lines.append(DEMO_BANNER)
+@dataclass(frozen=True)
+class TextView:
+    """How much of a result the text shows: everything by default. `keyapi_mcp.sizing` narrows it to fit a token
+    budget; whatever a narrower view leaves out, the text itself says (`_left_out`), with where to get it."""
+
+    top: int | None = None  # products per video (group_by="product": product totals) shown; None = all
+    media: bool = True  # detailed: the cover/play URLs, size, ratio and bytes line
+    about: bool = True  # detailed: description and hashtags
+
+
+FULL_VIEW = TextView()
+VIDEO_RESOURCE = "keyapi://videos/{video_id}"
+
+
+def _video_head(v: VideoOut) -> str:
+    eng = f"{v.engagement_rate * 100:.1f}" if v.engagement_rate is not None else "?"
+    head = f"{v.video_id} | {_compact(v.views)} | {eng} | {v.units_sold} | {_num(v.gmv)}"
+    extras = [x for x in (v.region, (v.created_at or "")[:10] or None) if x]
+    if v.source == "cache":
+        extras.append("cached")
+    if extras:
+        head += " | " + " ".join(extras)
+    return head
+
+
+def _video_details(v: VideoOut, view: TextView) -> list[str]:
+    lines = []
+    if view.about and v.description:
+        lines.append(f"  desc {quote_upstream(v.description)}")
+    if view.about and v.hashtags:
+        lines.append(f"  tags {quote_upstream(' '.join(v.hashtags))}")
+    media = [
+        f"{k}={val}"
+        for k, val in (
+            ("cover", v.cover_url),
+            ("play", v.play_url),
+            ("size", f"{v.width}x{v.height}" if v.width else None),
+            ("ratio", v.ratio),
+            ("bytes", v.data_size),
+        )
+        if val
+    ]
+    if view.media and media:
+        lines.append("  " + " ".join(media))
+    return lines
+
+
+def _head_line(result: VideoProductsResult) -> str:
     s = result.summary
-    lines.append(
+    return (
         f"{_count(s.videos, 'video')}, {_count(s.products, 'product')}; units {s.units_sold}; GMV {_num(s.gmv)} "
         "(currency not stated upstream)"
     )
-    if result.videos:
-        lines.append("video | views | eng% | units | GMV | region created [cached] ; then product | units | GMV | avg")
-    for v in result.videos:
-        eng = f"{v.engagement_rate * 100:.1f}" if v.engagement_rate is not None else "?"
-        head = f"{v.video_id} | {_compact(v.views)} | {eng} | {v.units_sold} | {_num(v.gmv)}"
-        extras = [x for x in (v.region, (v.created_at or "")[:10] or None) if x]
-        if v.source == "cache":
-            extras.append("cached")
-        if extras:
-            head += " | " + " ".join(extras)
-        lines.append(head)
-        if v.description is not None or v.hashtags:
-            if v.description:
-                lines.append(f"  desc {quote_upstream(v.description)}")
-            if v.hashtags:
-                lines.append(f"  tags {quote_upstream(' '.join(v.hashtags))}")
-            media = [
-                f"{k}={val}"
-                for k, val in (
-                    ("cover", v.cover_url),
-                    ("play", v.play_url),
-                    ("size", f"{v.width}x{v.height}" if v.width else None),
-                    ("ratio", v.ratio),
-                    ("bytes", v.data_size),
-                )
-                if val
-            ]
-            if media:
-                lines.append("  " + " ".join(media))
-        for p in v.products:
-            lines.append(f"- {p.product_id} | {_num(p.units_sold)} | {_num(p.gmv)} | {_num(p.avg_price)}")
+
+
+def _tail_lines(result: VideoProductsResult, left_out: list[str]) -> list[str]:
+    lines: list[str] = []
     if result.not_found:
         lines.append("no products: " + ",".join(result.not_found))
     if result.warnings:
         lines.append("warnings: " + "; ".join(result.warnings))
+    lines.extend(left_out)
     c = result.credits
     credit = f"credits: spent {c.spent}, {_count(c.cached_videos, 'video')} from cache; "
     if c.spent_today is None:
@@ -329,6 +350,102 @@ def render_text(result: VideoProductsResult) -> str:
         if result.next_page_num and result.next_page_num > 1:
             args += f", page_num={result.next_page_num}"
         lines.append(f"INCOMPLETE: pending {','.join(ids)}. Continue with get_video_products({args}).")
+    return lines
+
+
+def render_text(result: VideoProductsResult, view: TextView = FULL_VIEW) -> str:
+    """The text the model reads: per video (group_by="video"), or per product when the result carries totals."""
+    if result.product_totals is not None:
+        return _render_products(result, view)
+    lines: list[str] = []
+    if result.demo:
+        lines.append(DEMO_BANNER)
+    lines.append(_head_line(result))
+    if result.videos:
+        lines.append("video | views | eng% | units | GMV | region created [cached] ; then product | units | GMV | avg")
+    for v in result.videos:
+        lines.append(_video_head(v))
+        if v.description is not None or v.hashtags:
+            lines.extend(_video_details(v, view))
+        for p in v.products[: view.top]:
+            lines.append(f"- {p.product_id} | {_num(p.units_sold)} | {_num(p.gmv)} | {_num(p.avg_price)}")
+    lines.extend(_tail_lines(result, _left_out_of_videos(result, view)))
+    return "\n".join(lines)
+
+
+def _detailed(result: VideoProductsResult) -> bool:
+    return any(v.description is not None or v.hashtags is not None for v in result.videos)
+
+
+def _left_out_details(result: VideoProductsResult, view: TextView) -> list[str]:
+    if not _detailed(result):
+        return []
+    hidden = (("cover/play URLs, size, ratio and bytes", view.media), ("descriptions, hashtags", view.about))
+    parts = [what for what, shown in hidden if not shown]
+    if not parts:
+        return []
+    return [
+        f"LEFT OUT to fit the output budget: the {' and '.join(parts)} of every video. They are in the structured "
+        f"result and, free while cached, in {VIDEO_RESOURCE}."
+    ]
+
+
+def _left_out_of_videos(result: VideoProductsResult, view: TextView) -> list[str]:
+    lines = _left_out_details(result, view)
+    if view.top is None:
+        return lines
+    cut = [(v, len(v.products) - view.top) for v in result.videos if len(v.products) > view.top]
+    if not cut:
+        return lines
+    rows = sum(n for _, n in cut)
+    units = sum(p.units_sold or 0 for v, _ in cut for p in v.products[view.top :])
+    first = cut[0][0].video_id
+    lines.append(
+        f"LEFT OUT: {_count(rows, 'product row')} beyond the top {view.top} by GMV of {_count(len(cut), 'video')} "
+        f"(units {units}; the video lines' totals include them): "
+        + ",".join(f"{v.video_id}(+{n})" for v, n in cut)
+        + f". Read their full lists free from {VIDEO_RESOURCE} (e.g. keyapi://videos/{first}), or call "
+        "get_video_products with fewer video_ids (cached videos cost nothing)."
+    )
+    return lines
+
+
+def _render_products(result: VideoProductsResult, view: TextView) -> str:
+    """group_by="product": one line per product across every video, then region, day and video totals."""
+    totals = result.product_totals or []
+    s = result.summary
+    lines: list[str] = []
+    if result.demo:
+        lines.append(DEMO_BANNER)
+    lines.append(_head_line(result) + f"; {_count(len(totals), 'distinct product')}")
+    if totals:
+        lines.append("product | units | GMV | GMV share% | videos | best video | its GMV")
+    for t in totals[: view.top]:
+        share = _num(t.gmv_share_pct) if t.gmv_share_pct is not None else "?"
+        lines.append(
+            f"- {t.product_id} | {t.units_sold} | {_num(t.gmv)} | {share} | {t.videos} | {t.best_video_id} | "
+            f"{_num(t.best_video_gmv)}"
+        )
+    if s.by_region:
+        lines.append("region | videos | units | GMV")
+        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {_num(g.gmv)}" for g in s.by_region)
+    if s.by_day:
+        lines.append("day (created, UTC) | videos | units | GMV")
+        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {_num(g.gmv)}" for g in s.by_day)
+    if result.videos:
+        lines.append("video | views | eng% | units | GMV | region created [cached]")
+        lines.extend(_video_head(v) for v in result.videos)
+    left_out = []
+    if view.top is not None and len(totals) > view.top:
+        rest = totals[view.top :]
+        rest_gmv = sum((exact(t.gmv) for t in rest), Decimal(0))
+        left_out.append(
+            f"LEFT OUT: {_count(len(rest), 'product')} ranked {view.top + 1}-{len(totals)} by GMV (units "
+            f"{sum(t.units_sold for t in rest)}, GMV {_num(money(rest_gmv))}; the totals above include them). "
+            "They are in the structured result's product_totals. To list them, call again with a larger top or "
+            "fewer video_ids (cached videos cost nothing; the text stays under KEYAPI_MAX_OUTPUT_TOKENS)."
+        )
+    lines.extend(_tail_lines(result, left_out))
     return "\n".join(lines)
 
 

@@ -329,6 +329,27 @@ class TopProduct(BaseModel):
     gmv: float | None
 
 
+class GroupTotal(BaseModel):
+    """Totals of the videos sharing one region or one UTC creation day (group_by="product" only)."""
+
+    key: str = Field(description='The region code or the UTC day (YYYY-MM-DD); "unknown" when not stated.')
+    videos: int
+    units_sold: int
+    gmv: float = Field(description="Exact to the cent: summed in cents from the product rows.")
+
+
+class ProductTotal(BaseModel):
+    """One product across every video of the answer (group_by="product")."""
+
+    product_id: str
+    units_sold: int = Field(description="Sum over the videos selling it (missing values count as 0).")
+    gmv: float = Field(description="Sum over the videos selling it, exact to the cent (summed in cents).")
+    videos: int = Field(description="Number of videos selling it.")
+    best_video_id: str = Field(description="The video with the most GMV for it (ties: more units, then lower id).")
+    best_video_gmv: float
+    gmv_share_pct: float | None = Field(description="Its share of the answer's total GMV in %; null when that is 0.")
+
+
 class Summary(BaseModel):
     videos: int
     products: int = Field(description="Number of (video, product) rows.")
@@ -336,6 +357,9 @@ class Summary(BaseModel):
     units_sold: int
     gmv: float
     top_products: list[TopProduct]
+    # group_by="product" only (absent otherwise):
+    by_region: list[GroupTotal] | None = None
+    by_day: list[GroupTotal] | None = None
 
 
 class Credits(BaseModel):
@@ -356,6 +380,8 @@ class VideoProductsResult(BaseModel):
     summary: Summary
     credits: Credits
     warnings: list[str]
+    # group_by="product" only (absent otherwise): every product's totals, by GMV.
+    product_totals: list[ProductTotal] | None = None
 
 
 class LedgerEntryOut(BaseModel):

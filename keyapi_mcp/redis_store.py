@@ -485,6 +485,17 @@ class RedisStore:
         since = self._clock() - max_age
         return int(await self._call(self._redis.zcount(self._key("videos"), f"({since!r}", "+inf")))
 
+    async def cached_video_ids(self, max_age: float, limit: int) -> list[str]:
+        """Ids of cached videos, most recently fetched first (argument completion offers them)."""
+        if max_age <= 0 or limit <= 0:
+            return []
+        since = self._clock() - max_age
+        keys = await self._call(
+            self._redis.zrevrangebyscore(self._key("videos"), "+inf", f"({since!r}", start=0, num=limit)
+        )
+        prefix = self._key("video", "")  # index members are the video hashes' keys
+        return [key.removeprefix(prefix) for key in keys if key.startswith(prefix)]
+
     async def prune(self, max_age: float) -> None:
         """Drop cache entries fetched `max_age` ago or earlier. Ledger keys expire by themselves."""
         since = self._clock() - max_age

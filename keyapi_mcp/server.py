@@ -27,6 +27,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError
 
 from keyapi_mcp import __version__
+from keyapi_mcp.analysis import with_product_totals
 from keyapi_mcp.app import SERVER_TITLE, ProductsView, icons, note_view
 from keyapi_mcp.auth import auth_kwargs
 from keyapi_mcp.caller import current_caller
@@ -35,11 +36,14 @@ from keyapi_mcp.concurrency import CallSlots
 from keyapi_mcp.config import Settings
 from keyapi_mcp.domain import PAGE_SIZE, Store
 from keyapi_mcp.errors import KeyAPIError, UnknownTool
-from keyapi_mcp.format import build_result, build_usage, render_text, render_usage
+from keyapi_mcp.format import build_result, render_text, render_usage
 from keyapi_mcp.metrics import NO_METRICS, Metrics, MetricsMiddleware, PrometheusMetrics
 from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage, VideoProductsResult, normalize_video_ids
+from keyapi_mcp.prompts import register_prompts
+from keyapi_mcp.resources import read_credit_usage, register_resources, video_links
 from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
+from keyapi_mcp.sizing import fit_text
 from keyapi_mcp.sqlite_store import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -53,7 +57,11 @@ KeyAPI TikTok video commerce data. Use get_video_products to answer "which produ
 video sell, and how well?" for up to {MAX_VIDEO_IDS} videos per call (ids or tiktok.com video URLs). It costs \
 paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product rows), but repeated or overlapping questions \
 are answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
-(free) to check the remaining budget before large requests."""
+(free) to check the remaining budget before large requests. For totals across videos (each product's units, \
+GMV, videos, best video and share; totals by region and day) pass group_by="product": the server computes \
+them exactly, so quote them rather than adding up. Long answers are cut to fit an output budget and say what \
+was left out. Free reads, no credit: the resources keyapi://usage and keyapi://videos/{{video_id}} (any video \
+already fetched). Prompts: analyze_video_commerce, compare_videos, top_products."""
 
 # The lists never change while the process runs (tool descriptions follow the settings, read at start) and are
 # the same for every caller: clients may reuse them for 5 minutes and share them across authorization contexts.
@@ -116,6 +124,22 @@ ResponseFormat = Annotated[
         "dimensions (more tokens)."
     ),
 ]
+GroupBy = Annotated[
+    Literal["video", "product"],
+    Field(
+        description="video (default): per video, its products. product: each product's exact totals across the "
+        "videos (units, GMV, videos, best video, GMV share) and totals by region and day."
+    ),
+]
+Top = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=1000,
+        description="Show only the top N products per video (group_by=product: the top N products) in the text; "
+        "the rest is named, and the structured result keeps everything. Default: all that fit the output budget.",
+    ),
+]
 Refresh = Annotated[
     bool,
     Field(
@@ -132,6 +156,8 @@ async def get_video_products(
     page_num: PageNum = 1,
     response_format: ResponseFormat = "concise",
     refresh: Refresh = False,
+    group_by: GroupBy = "video",
+    top: Top = None,
 ) -> Annotated[CallToolResult, VideoProductsResult]:
     state = ctx.request_context.lifespan_context
 
@@ -152,27 +178,20 @@ async def get_video_products(
     result = build_result(
         outcome, daily_limit=state.settings.daily_credit_limit, response_format=response_format, demo=state.demo
     )
+    if group_by == "product":
+        result = with_product_totals(result)
+    text = fit_text(result, render_text(result), max_tokens=state.settings.max_output_tokens, top=top)
     return CallToolResult(
-        content=[TextContent(type="text", text=note_view(render_text(result), ctx))],
+        content=[
+            TextContent(type="text", text=note_view(text, ctx)),
+            *video_links(result, cache_ttl=state.settings.cache_ttl_seconds),
+        ],
         structured_content=result.model_dump(mode="json", exclude_unset=True),
     )
 
 
 async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
-    state = ctx.request_context.lifespan_context
-    snapshot = await state.service.usage_snapshot(current_caller())
-    report = build_usage(
-        snapshot.usage,
-        snapshot.recent,
-        cached_videos=snapshot.cached_videos,
-        daily_limit=state.settings.daily_credit_limit,
-        max_credits_per_call=state.settings.max_credits_per_call,
-        now=snapshot.now,
-        demo=state.demo,
-        caller=snapshot.caller,
-        caller_usage=snapshot.caller_usage,
-        user_daily_limit=state.settings.user_daily_credit_limit,
-    )
+    report = await read_credit_usage(ctx.request_context.lifespan_context)
     return CallToolResult(
         content=[TextContent(type="text", text=render_usage(report))],
         structured_content=report.model_dump(mode="json"),
@@ -205,7 +224,10 @@ Returns: per video (sorted by GMV) views, engagement rate, units sold and GMV, a
 GMV) with units, GMV and average price; totals; credits spent; `not_found` ids with no product rows. \
 GMV currency is not stated by the upstream. If `complete` is false, call again with the pending ids and \
 `next_page_num` as the text says. response_format="detailed" adds description, hashtags, cover and \
-video URLs."""
+video URLs. group_by="product" returns each product's exact totals across the videos instead (plus \
+totals by region and day). The text is kept under {settings.max_output_tokens or "no"} tokens \
+(KEYAPI_MAX_OUTPUT_TOKENS; `top` caps products per video): what it leaves out is named, and each cached \
+video is free to re-read at keyapi://videos/<id>."""
     if demo:
         from keyapi_mcp.fake_upstream import demo_dataset
 
@@ -373,6 +395,7 @@ def build_server(
     token's identity is the caller its credits are booked for (`keyapi_mcp.caller`).
     """
     metrics: Metrics = PrometheusMetrics() if settings.mcp_metrics else NO_METRICS
+    live: list[AppState] = []  # the running server's state, for the resources and completions (no request context)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -402,7 +425,12 @@ def build_server(
                 )
                 service.metrics = metrics
                 await service.prune()
-                yield AppState(settings=settings, service=service, demo=demo)
+                app_state = AppState(settings=settings, service=service, demo=demo)
+                live.append(app_state)
+                try:
+                    yield app_state
+                finally:
+                    live.remove(app_state)
         finally:
             if store is None:
                 await state_store.close()
@@ -423,6 +451,8 @@ def build_server(
         **({"token_verifier": token_verifier, "auth": auth} if token_verifier or auth else auth_kwargs(settings)),
     )
     server.call_slots = CallSlots(settings.mcp_max_concurrent_calls)
+    register_resources(server, lambda: live[-1] if live else None)
+    register_prompts(server, lambda: live[-1] if live else None)
     server.metrics = metrics
     if metrics.enabled:
         server.middleware.append(MetricsMiddleware(metrics))

@@ -267,6 +267,15 @@ class ProductsService:
             now=self.store.now(),
         )
 
+    async def cached_video(self, video_id: str) -> VideoData | None:
+        """One video's complete product list from the cache, or None; never an upstream request."""
+        entry = (await self.store.get_videos([video_id], self.cache_ttl)).get(video_id)
+        return None if entry is None else VideoData(video_id, entry.rows, entry.fetched_at, from_cache=True)
+
+    async def cached_video_ids(self, limit: int) -> list[str]:
+        """Ids of cached videos, most recently fetched first (argument completion offers them)."""
+        return await self.store.cached_video_ids(self.cache_ttl, limit)
+
     async def prune(self) -> None:
         """Drop expired cache entries and old ledger days (at start; a failure only delays it)."""
         try:

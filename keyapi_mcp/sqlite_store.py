@@ -385,6 +385,19 @@ class SQLiteStore:
             )
         )
 
+    async def cached_video_ids(self, max_age: float, limit: int) -> list[str]:
+        """Ids of cached videos, most recently fetched first (argument completion offers them)."""
+        if max_age <= 0 or limit <= 0:
+            return []
+        since = self._clock() - max_age
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT video_id FROM videos WHERE fetched_at > ? ORDER BY fetched_at DESC, video_id DESC LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
     async def prune(self, max_age: float) -> None:
         now = self._clock()
         since = now - max_age

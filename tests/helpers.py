@@ -71,9 +71,17 @@ async def connect(settings: Settings, **build: Any) -> AsyncIterator[Client]:
 
 
 def text_of(result: CallToolResult) -> str:
-    """The text the model reads: every tool result, answer or error, is exactly one text block."""
-    assert len(result.content) == 1 and result.content[0].type == "text", result.content
+    """The text the model reads: every tool result, answer or error, has exactly one text block, first; an answer
+    may follow it with `resource_link`s to its cached videos (see `links_of`)."""
+    assert result.content and result.content[0].type == "text", result.content
+    assert all(block.type == "resource_link" for block in result.content[1:]), result.content
+    assert not (result.is_error and len(result.content) > 1), result.content
     return result.content[0].text
+
+
+def links_of(result: CallToolResult) -> list[str]:
+    """The URIs of the `resource_link` blocks of a tool result."""
+    return [str(block.uri) for block in result.content if block.type == "resource_link"]
 
 
 def assert_tool_error(result: CallToolResult, code: str) -> str:

@@ -206,6 +206,22 @@ async def test_cached_videos_are_fresh_until_the_ttl_on_the_injected_clock(make_
     assert await reader.get_videos(["111"], max_age=0) == {}
 
 
+async def test_cached_video_ids_are_fresh_ones_newest_first_ties_by_descending_id(make_store: StoreFactory):
+    clock = Clock(NOON)
+    writer, reader = make_store(clock), make_store(clock)
+    await writer.put_videos({"111": ROWS_A}, fetched_at=clock.now)
+    clock.now += 10
+    await writer.put_videos({"222": ROWS_B, "333": ROWS_A}, fetched_at=clock.now)
+    clock.now += 10
+
+    assert await reader.cached_video_ids(100, limit=10) == ["333", "222", "111"]
+    assert await reader.cached_video_ids(100, limit=2) == ["333", "222"]
+    assert await reader.cached_video_ids(5, limit=10) == []  # 10 s old at the least
+    clock.now += 85  # "111" is 105 s old
+    assert await reader.cached_video_ids(100, limit=10) == ["333", "222"]
+    assert await reader.cached_video_ids(0, limit=10) == []
+
+
 async def test_an_older_fetch_never_replaces_a_newer_cache_entry(make_store: StoreFactory):
     clock = Clock(NOON)
     store = make_store(clock)

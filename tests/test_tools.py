@@ -75,7 +75,7 @@ async def test_input_schema_carries_bounds_descriptions_and_rejects_unknown_fiel
     assert schema["additionalProperties"] is False
     assert schema["required"] == ["video_ids"]
     props = schema["properties"]
-    assert set(props) == {"video_ids", "max_credits", "page_num", "response_format", "refresh"}
+    assert set(props) == {"video_ids", "max_credits", "page_num", "response_format", "refresh", "group_by", "top"}
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
     assert props["video_ids"]["type"] == "array"
@@ -90,6 +90,9 @@ async def test_input_schema_carries_bounds_descriptions_and_rejects_unknown_fiel
     assert props["response_format"]["default"] == "concise"
     assert props["refresh"]["type"] == "boolean"
     assert props["refresh"]["default"] is False
+    assert props["group_by"]["enum"] == ["video", "product"]
+    assert props["group_by"]["default"] == "video"
+    assert props["top"]["minimum"] == 1
     usage_schema = tools["get_credit_usage"].input_schema
     assert usage_schema["additionalProperties"] is False
     assert usage_schema.get("properties", {}) == {}

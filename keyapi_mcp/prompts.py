@@ -1,0 +1,127 @@
+"""Guided prompts (slash commands in most clients) and argument completion from the video cache.
+
+Each prompt returns one short user message naming the tool calls to make (batched, budget checked first
+with the free get_credit_usage) and what to report, so a question about many videos costs one paid call and
+the model quotes the server's exact totals instead of adding numbers up itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
+
+from keyapi_mcp.errors import KeyAPIError
+from keyapi_mcp.models import MAX_VIDEO_IDS, normalize_video_ids
+from keyapi_mcp.resources import VIDEO_URI_TEMPLATE, StateGetter
+
+MAX_TOP = 100
+MAX_COMPLETIONS = 100  # the protocol's cap on values per completion answer
+_SPLIT = re.compile(r"[\s,]+")
+
+# Prompt -> its arguments that hold video ids (completed from the cache).
+VIDEO_ID_ARGUMENTS = {
+    "analyze_video_commerce": ("video_ids",),
+    "compare_videos": ("video_ids_a", "video_ids_b"),
+    "top_products": ("video_ids",),
+}
+
+BUDGET_STEP = (
+    "Call get_credit_usage (free) first: get_video_products costs 1 credit per 10 product rows, and videos "
+    "fetched earlier are free from the cache."
+)
+QUOTE_RULE = "Quote the tool's numbers (GMV currency is not stated upstream); do not add numbers up yourself."
+
+
+def _ids(value: str, argument: str) -> list[str]:
+    """The prompt argument's ids (comma or space separated ids or video URLs), checked as the tool checks them."""
+    try:
+        return normalize_video_ids([t for t in _SPLIT.split(value) if t])
+    except KeyAPIError as exc:
+        raise ValueError(f"{argument}: {exc.render()}") from None
+
+
+def _list(ids: list[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in ids) + "]"
+
+
+def analyze_video_commerce(video_ids: str) -> str:
+    """Which products these TikTok videos sell, how well, and which videos convert best."""
+    ids = _ids(video_ids, "video_ids")
+    return (
+        f"Analyze the TikTok commerce of {len(ids)} video(s).\n"
+        f"1. {BUDGET_STEP}\n"
+        f"2. Call get_video_products once with all of them: video_ids={_list(ids)}. If the answer says "
+        "INCOMPLETE or LEFT OUT, follow its instructions.\n"
+        "3. Report per video: views, engagement, units sold, GMV and its best products; then which videos "
+        "convert best (units and GMV per 1k views) and which sell nothing. " + QUOTE_RULE
+    )
+
+
+def compare_videos(video_ids_a: str, video_ids_b: str) -> str:
+    """Compare two groups of TikTok videos (e.g. two creators) by units, GMV and products."""
+    a, b = _ids(video_ids_a, "video_ids_a"), _ids(video_ids_b, "video_ids_b")
+    return (
+        f"Compare two groups of TikTok videos: A ({len(a)}) and B ({len(b)}).\n"
+        f"1. {BUDGET_STEP}\n"
+        f'2. Call get_video_products(video_ids={_list(a)}, group_by="product"), then '
+        f'get_video_products(video_ids={_list(b)}, group_by="product").\n'
+        "3. Report for each group: videos, units, GMV, GMV per video, its top products, regions and days; "
+        "then the differences, the products both groups sell, and which group converts better. " + QUOTE_RULE
+    )
+
+
+def top_products(video_ids: str, n: int = 10) -> str:
+    """The best-selling products across a set of TikTok videos, with exact totals computed by the server."""
+    if not 1 <= n <= MAX_TOP:
+        raise ValueError(f"n: must be between 1 and {MAX_TOP}")
+    ids = _ids(video_ids, "video_ids")
+    return (
+        f"Find the top {n} products across {len(ids)} TikTok video(s).\n"
+        f"1. {BUDGET_STEP}\n"
+        f'2. Call get_video_products(video_ids={_list(ids)}, group_by="product", top={n}).\n'
+        f"3. Report the top {n} as a table: product, units, GMV, share of GMV, number of videos, best video; "
+        "then the totals by region and by day. The server computed these sums exactly. " + QUOTE_RULE
+    )
+
+
+def register_prompts(server: MCPServer[Any], live_state: StateGetter) -> None:
+    """Add the three prompts and completion of their video-id arguments (and of keyapi://videos/{video_id})."""
+    server.prompt(title="Analyze video commerce")(analyze_video_commerce)
+    server.prompt(title="Compare two groups of videos")(compare_videos)
+    server.prompt(title="Top products across videos")(top_products)
+
+    @server.completion()
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        if isinstance(ref, PromptReference):
+            if argument.name not in VIDEO_ID_ARGUMENTS.get(ref.name, ()):
+                return None
+            as_list = True
+        elif ref.uri == VIDEO_URI_TEMPLATE and argument.name == "video_id":
+            as_list = False
+        else:
+            return None
+        state = live_state()
+        if state is None:
+            return Completion(values=[], total=0, has_more=False)
+        cached = await state.service.cached_video_ids(limit=10 * MAX_COMPLETIONS)
+        return complete_ids(argument.value, cached, as_list=as_list)
+
+
+def complete_ids(value: str, cached: list[str], *, as_list: bool) -> Completion:
+    """Cached ids extending what is typed; in a list argument, the last item, after the ids already typed."""
+    head, _, partial = value.rpartition(",") if as_list else ("", "", value)
+    typed = {t for t in _SPLIT.split(head) if t}
+    prefix = head + "," if head else ""
+    partial = partial.strip()
+    matches = [vid for vid in cached if vid.startswith(partial) and vid not in typed]
+    if as_list and len(typed) >= MAX_VIDEO_IDS:
+        matches = []
+    values = [prefix + vid for vid in matches[:MAX_COMPLETIONS]]
+    return Completion(values=values, total=len(matches), has_more=len(matches) > MAX_COMPLETIONS)

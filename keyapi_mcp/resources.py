@@ -1,0 +1,137 @@
+"""Free reads of what was already paid for: MCP resources over the ledger and the video cache.
+
+- `keyapi://usage`: the credit usage, the same JSON as `get_credit_usage`'s structured result.
+- `keyapi://videos/{video_id}`: one cached video's products and metrics, built as the tool builds them
+  (`format.build_video`). Reading it makes no upstream request and spends no credit; a video that is not
+  in the cache is a resource-not-found error (JSON-RPC -32602, SEP-2164) saying how to fetch it.
+
+Each `get_video_products` answer links its cached videos (`resource_link` content), so a client can attach
+or re-read them without another paid call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp_types import ResourceLink
+
+from keyapi_mcp.caller import current_caller
+from keyapi_mcp.format import build_usage, build_video
+from keyapi_mcp.models import CreditUsage, VideoOut, VideoProductsResult, canonical_id
+
+if TYPE_CHECKING:
+    from keyapi_mcp.server import AppState
+
+USAGE_URI = "keyapi://usage"
+VIDEO_URI_TEMPLATE = "keyapi://videos/{video_id}"
+JSON = "application/json"
+_VIDEO_ID = re.compile(r"[0-9]{1,25}")
+
+StateGetter = Callable[[], "AppState | None"]
+
+
+def video_uri(video_id: str) -> str:
+    return VIDEO_URI_TEMPLATE.format(video_id=video_id)
+
+
+async def read_credit_usage(state: AppState) -> CreditUsage:
+    """The credit report of `get_credit_usage` (the tool and the `keyapi://usage` resource share it)."""
+    settings = state.settings
+    snapshot = await state.service.usage_snapshot(current_caller())
+    return build_usage(
+        snapshot.usage,
+        snapshot.recent,
+        cached_videos=snapshot.cached_videos,
+        daily_limit=settings.daily_credit_limit,
+        max_credits_per_call=settings.max_credits_per_call,
+        now=snapshot.now,
+        demo=state.demo,
+        caller=snapshot.caller,
+        caller_usage=snapshot.caller_usage,
+        user_daily_limit=settings.user_daily_credit_limit,
+    )
+
+
+async def read_cached_video(state: AppState, video_id: str) -> VideoOut | None:
+    """One cached video as the tool would answer it (detailed), or None when it is not cached. Cache only."""
+    data = await state.service.cached_video(video_id)
+    return None if data is None else build_video(data, "detailed")[0]
+
+
+def video_links(result: VideoProductsResult, *, cache_ttl: int) -> list[ResourceLink]:
+    """A `resource_link` per video of the answer whose product list is complete in the cache (none when the
+    cache is off): the link must lead to a free read that succeeds."""
+    if cache_ttl <= 0:
+        return []
+    pending = set(result.pending_ids)
+    return [
+        ResourceLink(
+            uri=video_uri(v.video_id),
+            name=f"video {v.video_id}",
+            description=f"{len(v.products)} products, units {v.units_sold}, GMV {v.gmv}: cached, free to read",
+            mime_type=JSON,
+        )
+        for v in result.videos
+        if v.video_id not in pending
+    ]
+
+
+def _not_cached(video_id: str, state: AppState) -> ResourceNotFoundError:
+    ttl = state.settings.cache_ttl_seconds
+    why = (
+        "the cache is off (KEYAPI_CACHE_TTL_SECONDS=0)"
+        if ttl <= 0
+        else f"it was not fetched in the last {ttl} s (KEYAPI_CACHE_TTL_SECONDS)"
+    )
+    return ResourceNotFoundError(
+        f"[not_cached] Video {video_id} is not in keyapi-mcp's cache: {why}. Reading a resource never fetches. "
+        f'Call get_video_products(video_ids=["{video_id}"]) (paid, see get_credit_usage), then read '
+        f"{video_uri(video_id)} again for free."
+    )
+
+
+def register_resources(server: MCPServer[Any], live_state: StateGetter) -> None:
+    """Add `keyapi://usage` and the `keyapi://videos/{video_id}` template to `server`.
+
+    A static resource gets no request context in the SDK, so `keyapi://usage` reads the state of the running
+    server through `live_state` (set by the lifespan); the template gets it from its context.
+    """
+
+    @server.resource(
+        USAGE_URI,
+        name="credit_usage",
+        title="KeyAPI credit usage (free)",
+        description="Credits spent today (UTC), the daily limit and what remains, cached videos, the last 10 "
+        "upstream requests: the same JSON as get_credit_usage. Reading it is free.",
+        mime_type=JSON,
+    )
+    async def credit_usage() -> str:
+        state = live_state()
+        if state is None:  # only between the server's construction and its start
+            raise ResourceError("[unavailable] keyapi-mcp is starting; read keyapi://usage again in a moment.")
+        return (await read_credit_usage(state)).model_dump_json()
+
+    @server.resource(
+        VIDEO_URI_TEMPLATE,
+        name="cached_video",
+        title="Cached TikTok video products (free)",
+        description="One video's products (units, GMV, average price), views, engagement and details, from "
+        "keyapi-mcp's cache of earlier get_video_products answers. Free: never calls KeyAPI. A video not in "
+        "the cache is a not-found error.",
+        mime_type=JSON,
+    )
+    async def cached_video(video_id: str, ctx: Context) -> str:  # bare: the SDK resolves the hint at runtime
+        state: AppState = ctx.request_context.lifespan_context
+        if not _VIDEO_ID.fullmatch(video_id):
+            raise ResourceNotFoundError(
+                f"[invalid_input] {video_id[:40]!r} is not a TikTok video id: use keyapi://videos/<numeric id>."
+            )
+        vid = canonical_id(video_id)
+        video = await read_cached_video(state, vid)
+        if video is None:
+            raise _not_cached(vid, state)
+        return video.model_dump_json(exclude_unset=True)

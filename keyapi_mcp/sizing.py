@@ -1,0 +1,93 @@
+"""Answers sized to fit: the text stays under KEYAPI_MAX_OUTPUT_TOKENS, and says what it left out.
+
+Clients cap what a tool may return (some at 25k tokens) and every token of an answer is context the
+model pays for. The count is estimated here without a tokenizer (none is a run-time dependency): each
+piece of text is charged at least what a BPE tokenizer spends on it in the worst case this text meets
+(ids and numbers, random-looking URL parts, user text in any script), so the estimate stays above the
+real count; README.md (Benchmarks, "Output budget") gives the calibration against the bench's tokenizer, and
+tests/test_sizing.py checks it.
+
+When the full text does not fit, the view narrows step by step, least useful first: the media line of
+detailed answers (long signed URLs), then descriptions and hashtags, then the products per video (or
+product totals) down to the top N by GMV. The renderer names whatever a narrower view leaves out and
+where to get it (`keyapi_mcp.format`); the structured result always carries everything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+
+from keyapi_mcp.format import TextView, render_text
+from keyapi_mcp.models import VideoProductsResult
+
+# A piece: one run of digits, of ASCII letters or of other characters, or one other ASCII character; each with
+# the space before it, which BPE merges into the piece that follows.
+_PIECES = re.compile(r" ?(?:[0-9]+|[A-Za-z]+|[^\x00-\x7f]+|[\x00-\x7f])", re.DOTALL)
+_WORDLIKE = re.compile(r"[A-Z]?[a-z]+|[A-Z]{1,3}")
+
+
+def _piece_tokens(piece: str) -> int:
+    core = piece[1:] if len(piece) > 1 and piece[0] == " " else piece
+    first = core[0]
+    if first.isascii():
+        if first.isdigit():
+            return math.ceil(len(core) / 2.3)
+        if first.isalpha():
+            # A dictionary word merges into few tokens; random mixed case (URL signatures) into many.
+            return math.ceil(len(core) / (4 if _WORDLIKE.fullmatch(core) else 1.4))
+        return 1  # punctuation, space, control: at most one token each
+    # Other scripts and emoji: at most one token per UTF-8 byte of the compatibility form (a tokenizer may
+    # expand a ligature such as U+FDFA into many characters before encoding).
+    return len(unicodedata.normalize("NFKC", core).encode())
+
+
+def estimate_tokens(text: str) -> int:
+    """An upper estimate of the tokens a model's tokenizer spends on `text`."""
+    return sum(_piece_tokens(piece) for piece in _PIECES.findall(text))
+
+
+def _views(result: VideoProductsResult, top: int | None) -> list[TextView]:
+    """The views to try, widest first. Every one keeps the user's `top` cap (if any)."""
+    detailed = result.product_totals is None and any(
+        v.description is not None or v.hashtags is not None for v in result.videos
+    )
+    views = [TextView(top=top)]
+    if detailed:
+        views += [TextView(top=top, media=False), TextView(top=top, media=False, about=False)]
+    return views
+
+
+def _longest(result: VideoProductsResult) -> int:
+    if result.product_totals is not None:
+        return len(result.product_totals)
+    return max((len(v.products) for v in result.videos), default=0)
+
+
+def fit_text(result: VideoProductsResult, full_text: str, *, max_tokens: int, top: int | None = None) -> str:
+    """The widest view of `result` whose text fits `max_tokens` (0 = no budget).
+
+    `full_text` is `render_text(result)`, rendered by the caller (the common answer fits and is returned
+    as is). If even the narrowest view (no products listed) does not fit, that view is returned: it is the
+    shortest complete statement of the answer, and it names everything it leaves out.
+    """
+    if top is None and (max_tokens <= 0 or estimate_tokens(full_text) <= max_tokens):
+        return full_text
+    views = _views(result, top)
+    for view in views:
+        text = full_text if view == TextView() else render_text(result, view)
+        if max_tokens <= 0 or estimate_tokens(text) <= max_tokens:
+            return text
+    narrowest = views[-1]
+    # Fewer products per video (or product totals): the largest cap that fits, by bisection (the text grows with it).
+    low, high = 0, min(_longest(result), top if top is not None else _longest(result))
+    best = render_text(result, TextView(top=0, media=narrowest.media, about=narrowest.about))
+    while low < high:
+        mid = (low + high + 1) // 2
+        text = render_text(result, TextView(top=mid, media=narrowest.media, about=narrowest.about))
+        if estimate_tokens(text) <= max_tokens:
+            low, best = mid, text
+        else:
+            high = mid - 1
+    return best
