@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
-from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyapi_mcp.caller import STATIC_CALLER
 from keyapi_mcp.config import Settings, is_loopback_host
 from keyapi_mcp.errors import AuthServerUnavailable
 
@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # httpx (and PyJWT) are imported when OAuth is used, not at e
 
 log = logging.getLogger(__name__)
 
-STATIC_CALLER = "static"
 # Asymmetric JWS algorithms only: with HS* the "key" is a shared secret, and `none` is no signature at all.
 ALLOWED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -389,15 +388,6 @@ def auth_kwargs(settings: Settings, *, transport: httpx.AsyncBaseTransport | Non
             validate_token_resource=True,
         ),
     }
-
-
-def current_caller() -> str | None:
-    """Who makes the current request: the token's `sub` (its `client_id` for client-credentials tokens), or
-    `static` for `KEYAPI_MCP_AUTH_TOKEN`; None without OAuth (stdio, or HTTP with the static token alone)."""
-    token = get_access_token()
-    if token is None:
-        return None
-    return token.subject or token.client_id
 
 
 UNAVAILABLE_BODY = json.dumps(

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
 
         if value and importlib.util.find_spec("prometheus_client") is None:
             raise ValueError("needs the prometheus-client package: pip install 'keyapi-mcp[metrics]'")
+        return value
 
     @field_validator("max_output_tokens")
     @classmethod

@@ -45,6 +45,8 @@ cp mcpb/manifest.json mcpb/icon.png pyproject.toml README.md LICENSE "$STAGE/"
 mkdir -p "$STAGE/server" "$STAGE/keyapi_mcp"
 cp mcpb/server/main.py "$STAGE/server/"
 cp keyapi_mcp/*.py "$STAGE/keyapi_mcp/"
+mkdir -p "$STAGE/keyapi_mcp/ui"
+cp keyapi_mcp/ui/* "$STAGE/keyapi_mcp/ui/"  # the MCP Apps view and the icon (keyapi_mcp/app.py)
 if [ -f keyapi_mcp/py.typed ]; then cp keyapi_mcp/py.typed "$STAGE/keyapi_mcp/"; fi
 
 "$NODE" "$MCPB" validate "$STAGE/manifest.json"

@@ -33,7 +33,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from oidc_proc import OIDCProvider, SigningKey, install_oidc_provider
 
-from keyapi_mcp.auth import STATIC_CALLER, JWKSCache, JWTVerifier, current_caller, metadata_urls
+from keyapi_mcp.auth import JWKSCache, JWTVerifier, metadata_urls
+from keyapi_mcp.caller import STATIC_CALLER, current_caller
 from keyapi_mcp.config import Settings, load_settings
 from keyapi_mcp.errors import AuthServerUnavailable, ConfigError
 from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
@@ -95,7 +96,7 @@ class Served:
 
 async def whoami() -> str:
     """A probe tool: the caller identity the per-user budget will see."""
-    return current_caller() or "<none>"
+    return current_caller()
 
 
 @contextmanager

@@ -38,7 +38,10 @@ def test_the_wheel_holds_only_the_package_and_its_metadata(dist: Dist):
     top = {name.split("/")[0] for name in names}
     assert top == {"keyapi_mcp", f"keyapi_mcp-{VERSION}.dist-info"}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    sources = {p.name for p in (REPO / "keyapi_mcp").glob("*.py")}
+    # The Python modules and the files the MCP Apps view serves (keyapi_mcp/ui/), nothing else.
+    sources = {p.name for p in (REPO / "keyapi_mcp").glob("*.py")} | {
+        f"ui/{p.name}" for p in (REPO / "keyapi_mcp" / "ui").iterdir() if p.is_file()
+    }
     assert {n.removeprefix("keyapi_mcp/") for n in names if n.startswith("keyapi_mcp/")} == sources
     assert f"keyapi_mcp-{VERSION}.dist-info/licenses/LICENSE" in names
     assert "keyapi-mcp = keyapi_mcp.__main__:main" in entry_points

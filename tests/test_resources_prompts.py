@@ -27,7 +27,10 @@ async def test_the_server_lists_the_usage_resource_the_video_template_and_three_
         prompts = {p.name: p for p in (await client.list_prompts()).prompts}
     assert capabilities.resources is not None and capabilities.prompts is not None
     assert capabilities.completions is not None
-    assert [(str(r.uri), r.mime_type) for r in resources] == [("keyapi://usage", "application/json")]
+    assert [(str(r.uri), r.mime_type) for r in resources] == [
+        ("ui://keyapi/products", "text/html;profile=mcp-app"),  # the MCP Apps view (tests/test_app.py)
+        ("keyapi://usage", "application/json"),
+    ]
     assert [(t.uri_template, t.mime_type) for t in templates] == [("keyapi://videos/{video_id}", "application/json")]
     assert all(r.description and r.name for r in [*resources, *templates])
     assert {name: [(a.name, a.required) for a in p.arguments or []] for name, p in prompts.items()} == {
