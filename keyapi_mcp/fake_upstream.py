@@ -136,7 +136,9 @@ def demo_dataset() -> dict[str, list[dict[str, Any]]]:
     - 7521783049722285367: the upstream documentation's example row;
     - 9000000000000000001: 3 products;  9000000000000000002: 12 products (two upstream pages);
     - 9000000000000000003: 0 views (engagement and per-1k metrics are null);
-    - 9000000000000000004: no products (reported under `not_found`).
+    - 9000000000000000004: no products (reported under `not_found`);
+    - 9000000000000000005: 3 products also sold through 001 and 002, so totals across videos
+      (`group_by="product"`, the `top_products` prompt) add up more than one video.
     """
     rng = random.Random(2026)
     data: dict[str, list[dict[str, Any]]] = {DOCUMENTED_VIDEO_ID: [dict(DOCUMENTED_ROW)]}
@@ -151,6 +153,12 @@ def demo_dataset() -> dict[str, list[dict[str, Any]]]:
         stats["video_desc"] = f"SYNTHETIC DEMO VIDEO {suffix} ✨ #demo "
         stats["hash_tag"] = "#demo "
         data[vid] = [make_row(vid, f"90000000000000{suffix}{i:03d}", rng, video_stats=stats) for i in range(count)]
+    resold = [data["9000000000000000001"][0], data["9000000000000000001"][2], data["9000000000000000002"][7]]
+    vid = "9000000000000000005"
+    stats = video_stats(vid, rng, 2_300_000)
+    stats["video_desc"] = "SYNTHETIC DEMO VIDEO 005 ✨ #demo "
+    stats["hash_tag"] = "#demo "
+    data[vid] = [make_row(vid, str(row["product_id"]), rng, video_stats=stats) for row in resold]
     return data
 
 
