@@ -154,6 +154,7 @@ def table(r: dict[str, Any]) -> str:
 
 def chart(r: dict[str, Any], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -209,6 +210,8 @@ def chart(r: dict[str, Any], path: Path) -> None:
             ax.bar(xs, [v[key]["p50_ms"] for _, v in lats], width, label=label, color=color)
         ax.set_xticks(range(len(lats)), [f"upstream {v['upstream_latency_ms']} ms" for _, v in lats])
         ax.set_yscale("log")  # 50 ms and 0 ms upstreams on one axis
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_ylabel("p50 ms per call (stdio, log scale)")
         ax.set_title("Call latency p50 over stdio")
         ax.legend(fontsize=8)
@@ -245,7 +248,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
             ax.barh(y, value, color=color)
             ax.text(value, y, f" {value:.2f}×", va="center")
         ax.set_yticks(ys, [x[0] for x in ratios])
-        ax.set_title("Ratios (tick = bar; orange = missed; blue = information)")
+        ax.set_title("Ratios (tick = bar; orange = missed; blue = info)")
         ax.set_xlim(0, max(1.6, max(v for _, v, _, _ in ratios) * 1.2))
 
     fig.tight_layout()
