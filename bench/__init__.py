@@ -1,4 +1,4 @@
-"""Benchmarks for keyapi-mcp: `python -m bench` (see README "Benchmarks").
+"""Benchmarks for keyapi-mcp: `python -m bench` (method, bars and results: bench/README.md).
 
 Everything runs offline in one process tree against `FakeUpstreamServer` on 127.0.0.1 and compares,
 in the same run, the raw upstream JSON, a naive pass-through wrapper (`bench/naive_server.py`) and

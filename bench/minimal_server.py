@@ -2,7 +2,7 @@
 
 Over stdio (`python bench/minimal_server.py`) it is the cold-start and memory baseline. Over HTTP
 (`--http PORT --delay 0.05`, stateless Streamable HTTP like keyapi-mcp's) its tool waits as long as the
-fake upstream does, which makes it the MCP SDK's own throughput floor in the concurrency measure.
+fake upstream does, which shows the MCP SDK's own pace in the concurrency measure.
 It imports nothing from the bench package.
 """
 
@@ -28,7 +28,7 @@ async def echo(text: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--http", type=int, metavar="PORT", help="serve stateless Streamable HTTP on 127.0.0.1")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds the tool waits (HTTP floor)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds the tool waits (as the fake upstream does)")
     args = parser.parse_args()
     DELAY["seconds"] = args.delay
     if args.http is None:
