@@ -41,7 +41,7 @@ from keyapi_mcp.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from keyapi_mcp.models import clean_text
+from keyapi_mcp.text import clean_text, safe_token, upstream_said
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _request_id(
     if rid is None and response is not None:
         rid = response.headers.get("x-request-id")
     if isinstance(rid, str | int) and not isinstance(rid, bool):
-        return clean_text(redact(str(rid)), limit=100)
+        return safe_token(redact(str(rid)), limit=100)
     return None
 
 
@@ -449,7 +449,7 @@ class KeyAPIClient:
         body = parse_body(body_bytes, self._redact)
         rid = _request_id(body, response, self._redact)
         upstream_msg = _upstream_message(body)
-        quoted = f' Upstream said: "{upstream_msg}".' if upstream_msg else ""
+        quoted = upstream_said(upstream_msg)
 
         if status in (401, 403):
             await settle(status, f"http_{status}", "no", rid)
@@ -505,7 +505,7 @@ class KeyAPIClient:
             )
         code = body.get("code")
         if code not in (0, "0"):
-            await settle(status, f"envelope_{clean_text(str(code), 30)}"[:40], "no", rid)
+            await settle(status, f"envelope_{safe_token(code, 30) or 'other'}", "no", rid)
             # The documented `code` is an integer; accept "401" as 401 so a stringly upstream maps the same.
             if isinstance(code, str) and code.strip().isdigit():
                 code = int(code)
@@ -530,7 +530,7 @@ class KeyAPIClient:
                 )
             raise _Retryable(
                 UpstreamError(
-                    f"KeyAPI returned an error envelope (code {clean_text(str(code), 20)}).{quoted}",
+                    f"KeyAPI returned an error envelope (code {safe_token(code, 20) or 'not a number'}).{quoted}",
                     hint="Retry later; nothing was charged.",
                     request_id=rid,
                 )

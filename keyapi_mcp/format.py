@@ -30,6 +30,7 @@ from keyapi_mcp.models import (
 )
 from keyapi_mcp.service import FetchOutcome, VideoData
 from keyapi_mcp.store import DayUsage, LedgerEntry, iso, next_midnight
+from keyapi_mcp.text import quote_untrusted
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -295,8 +296,8 @@ def _compact(value: int | None) -> str:
 
 
 def _quote(text: str) -> str:
-    # Untrusted upstream text: cleaned already; delimited so it cannot pose as our own lines.
-    return "«" + text.replace("«", "‹").replace("»", "›") + "»"
+    # Untrusted upstream text: cleaned already; delimited so it cannot pose as our own lines or close its quote.
+    return quote_untrusted(text)
 
 
 def render_text(result: VideoProductsResult) -> str:
