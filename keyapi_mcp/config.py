@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     mcp_max_concurrent_calls: int = Field(default=32, ge=1, le=10_000)
     mcp_max_body_bytes: int = Field(default=262_144, ge=1024)
+    # Slow or idle HTTP clients (see keyapi_mcp.http_guards) and the graceful stop on SIGTERM/SIGINT.
+    mcp_read_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    mcp_max_connections: int = Field(default=256, ge=1, le=100_000)
+    mcp_shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
     # stdio transport: "native" (pipes served on the event loop where safe) or "sdk" (the SDK's thread-based one).
     mcp_stdio: Literal["native", "sdk"] = "native"
 
@@ -122,6 +126,10 @@ class Settings(BaseSettings):
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://")
         return value
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The secrets this process holds, for the log redaction (`keyapi_mcp.logsafety`)."""
+        return tuple(s.get_secret_value() for s in (self.api_key, self.mcp_auth_token) if s is not None)
 
     @property
     def has_api_key(self) -> bool:

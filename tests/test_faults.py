@@ -6,15 +6,38 @@ the server still answers afterwards. Real processes where the case needs one (si
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from helpers import TEST_API_KEY, TOOL, connect, make_settings, parsed, text_of
+from helpers import (
+    TEST_API_KEY,
+    TEST_AUTH_TOKEN,
+    TOOL,
+    RawWire,
+    connect,
+    free_port,
+    make_settings,
+    parsed,
+    text_of,
+    tool_call,
+)
 from mcp import Client
 
 from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, FakeUpstream, FakeUpstreamServer
 from keyapi_mcp.models import CreditUsage
+from keyapi_mcp.store import SQLiteStore
 from keyapi_mcp.text import neutralize_delimiters, quote_untrusted, strip_terminal_sequences
 
 VID = DOCUMENTED_VIDEO_ID
@@ -181,3 +204,229 @@ def test_no_closer_or_lookalike_survives_quoting(closer: str) -> None:
     inner = quoted[1:-1]
     assert closer not in inner and "[" not in inner and "]" not in inner
     assert neutralize_delimiters("plain words, no quotes") == "plain words, no quotes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Real processes: graceful stop (item 4), secret-free logs (item 6), slow clients (item 9), start-up (item 11)
+
+PROCESS_TIMEOUT = 20.0
+MCP_HEADERS = {
+    "accept": "application/json, text/event-stream",
+    "content-type": "application/json",
+    "mcp-protocol-version": "2025-11-25",
+}
+
+
+def server_env(tmp_path: Path, upstream_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAPI_")}
+    env.update(
+        {
+            "KEYAPI_API_KEY": TEST_API_KEY,
+            "KEYAPI_BASE_URL": upstream_url,
+            "KEYAPI_STATE_DIR": str(tmp_path / "state"),
+            "KEYAPI_MAX_RPS": "100",
+            **extra,
+        }
+    )
+    return env
+
+
+@contextmanager
+def http_process(
+    tmp_path: Path, env: dict[str, str], leaks: list[str]
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m keyapi_mcp --transport http` on a free port, stderr to a file; yields once /healthz answers."""
+    port = free_port()
+    log_path = tmp_path / f"http-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keyapi_mcp", "--transport", "http", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while True:
+            assert proc.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the server did not answer /healthz"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(PROCESS_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        leaks.append(log_path.read_text(errors="replace"))
+
+
+def post_call(base: str, video_id: str, out: dict[str, Any], *, headers: dict[str, str] | None = None) -> None:
+    """One raw `tools/call` POST (no SDK client, so nothing retries behind the test's back)."""
+    started = time.monotonic()
+    try:
+        response = httpx.post(
+            f"{base}/mcp",
+            headers={**MCP_HEADERS, **(headers or {})},
+            json={
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": TOOL, "arguments": {"video_ids": [video_id]}},
+            },
+            timeout=PROCESS_TIMEOUT,
+        )
+        out["status"], out["body"] = response.status_code, response.text
+    except httpx.HTTPError as exc:
+        out["error"] = repr(exc)
+    out["seconds"] = time.monotonic() - started
+
+
+def sse_payload(body: str) -> dict[str, Any]:
+    data = [line[5:] for line in body.splitlines() if line.startswith("data:")]
+    assert data, f"no SSE data in {body[:200]!r}"
+    return dict(json.loads(data[-1]))
+
+
+def refused(base: str) -> bool:
+    try:
+        httpx.get(f"{base}/healthz", timeout=0.5)
+    except httpx.TransportError:
+        return True
+    return False
+
+
+async def ledger(state_dir: Path) -> tuple[list[str], int, int]:
+    store = SQLiteStore.in_dir(state_dir)
+    try:
+        entries = await store.recent(10)
+        usage = await store.usage_today()
+    finally:
+        await store.close()
+    return [e.charged for e in entries], usage.spent, usage.uncertain
+
+
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PROCESS_TIMEOUT
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.anyio
+async def test_sigterm_refuses_new_connections_answers_the_call_in_flight_then_exits(
+    tmp_path: Path, no_secret_leaks: list[str]
+) -> None:
+    fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY, latency=1.5)
+    with (
+        FakeUpstreamServer(fake) as upstream,
+        http_process(tmp_path, server_env(tmp_path, upstream.url), no_secret_leaks) as (proc, base),
+    ):
+        out: dict[str, Any] = {}
+        caller = threading.Thread(target=post_call, args=(base, VID, out))
+        caller.start()
+        wait_for(lambda: bool(fake.requests), "the call never reached the upstream")
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: refused(base) or not caller.is_alive(), "new connections were still accepted")
+        refused_in_flight = caller.is_alive()
+        caller.join(PROCESS_TIMEOUT)
+        status = proc.wait(PROCESS_TIMEOUT)
+
+    assert refused_in_flight, "a new connection was accepted after SIGTERM while the call was in flight"
+    assert out.get("status") == 200, out
+    result = sse_payload(out["body"])["result"]
+    assert not result["isError"] and result["structuredContent"]["credits"]["spent"] == 1
+    assert DOCUMENTED_ROW["product_id"] in result["content"][0]["text"]  # the model reads the full answer
+    assert status in (0, -signal.SIGTERM)
+    assert await ledger(tmp_path / "state") == (["yes"], 1, 0)
+    assert fake.charged == 1
+
+
+@pytest.mark.anyio
+async def test_the_shutdown_grace_bounds_a_call_that_outlives_it_and_its_credit_stays_counted(
+    tmp_path: Path, no_secret_leaks: list[str]
+) -> None:
+    fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY, latency=6.0)
+    env = server_env(tmp_path, "", KEYAPI_MCP_SHUTDOWN_GRACE_SECONDS="1")
+    with FakeUpstreamServer(fake) as upstream:
+        env["KEYAPI_BASE_URL"] = upstream.url
+        with http_process(tmp_path, env, no_secret_leaks) as (proc, base):
+            out: dict[str, Any] = {}
+            caller = threading.Thread(target=post_call, args=(base, VID, out))
+            caller.start()
+            wait_for(lambda: bool(fake.requests), "the call never reached the upstream")
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(PROCESS_TIMEOUT)
+            stopped_after = time.monotonic() - signalled
+            caller.join(PROCESS_TIMEOUT)
+
+    assert stopped_after < 4.0, f"the process outlived its 1 s grace: {stopped_after:.1f} s"
+    assert "result" not in out.get("body", ""), out  # cut off: no answer claims anything
+    charged, spent, uncertain = await ledger(tmp_path / "state")
+    assert charged == ["uncertain"] and spent == 1 and uncertain == 1  # counted: the upstream may have charged it
+
+
+# The key the server holds, echoed back by a hostile upstream in a header and in the body of every answer.
+ECHO_SCRIPT = [(200, {"code": 0, "message": f"ok {TEST_API_KEY}", "data": [row()]}, {"x-echo-key": TEST_API_KEY})]
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_no_secret_reaches_stderr_at_debug_or_info_on_either_transport(
+    transport: str, level: str, tmp_path: Path, no_secret_leaks: list[str]
+) -> None:
+    fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY, script=list(ECHO_SCRIPT))
+    with FakeUpstreamServer(fake) as upstream:
+        env = server_env(tmp_path, upstream.url, KEYAPI_LOG_LEVEL=level, KEYAPI_MCP_AUTH_TOKEN=TEST_AUTH_TOKEN)
+        if transport == "http":
+            with http_process(tmp_path, env, no_secret_leaks) as (_, base):
+                out: dict[str, Any] = {}
+                # A token sent in the query string too: the access line must not log it.
+                post_call(f"{base}", VID, out, headers={"authorization": f"Bearer {TEST_AUTH_TOKEN}"})
+                query_token = httpx.post(f"{base}/mcp?token={TEST_AUTH_TOKEN}", headers=MCP_HEADERS, json={})
+                answer = sse_payload(out["body"])["result"]
+            log = no_secret_leaks[-1]
+            assert query_token.status_code == 401
+            assert "/mcp?" not in log and "POST /mcp" in log  # the access line is there, without its query
+        else:
+            log_path = tmp_path / "stdio.log"
+            with log_path.open("wb") as log_file:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "keyapi_mcp"],
+                    env=env,
+                    cwd=tmp_path,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log_file,
+                )
+            assert proc.stdin is not None and proc.stdout is not None
+            wire = RawWire(proc.stdin, proc.stdout, proc.stdin.close)
+            try:
+                wire.initialize()
+                wire.send(tool_call(2, {"video_ids": [VID]}))
+                answer = wire.response(2)["result"]
+                wire.finish()
+                proc.wait(PROCESS_TIMEOUT)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            log = log_path.read_text(errors="replace")
+            no_secret_leaks.append(log)
+            no_secret_leaks.extend(line.decode(errors="replace") for line in wire.lines)
+
+    assert fake.charged == 1 and not answer["isError"]
+    assert answer["structuredContent"]["credits"]["spent_today"] == 1  # the ledger counted the paid page
+    if level == "DEBUG":
+        assert "DEBUG" in log  # the run really logged at DEBUG
+    assert TEST_API_KEY not in log and TEST_AUTH_TOKEN not in log
