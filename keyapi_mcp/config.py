@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from keyapi_mcp.diagnose import setting_source
+
 ENV_PREFIX = "KEYAPI_"
 DEFAULT_BASE_URL = "https://api.keyapi.ai"
 
@@ -152,5 +154,8 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors(include_input=False, include_url=False):
             msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            lines.append(f"{_env_name(tuple(err.get('loc', ())))}: {msg}")
+            loc = tuple(err.get("loc", ()))
+            name = _env_name(loc)
+            source = "the command line" if loc and loc[0] in overrides else setting_source(name)
+            lines.append(f"{name}: {msg}" + (f" (set in {source})" if source else ""))
         raise ConfigError("; ".join(lines)) from None

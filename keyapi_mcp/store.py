@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from keyapi_mcp.client import Attempt
+from keyapi_mcp.diagnose import state_open_failure
 from keyapi_mcp.errors import BudgetExceeded, StateStoreError
 
 log = logging.getLogger(__name__)
@@ -258,10 +259,7 @@ class SQLiteStore:
             apply_migrations(self._conn, clock())
             self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
-            raise StoreOpenError(
-                f"Cannot open the state database {self.path}: {exc}. Move the file aside (the ledger "
-                "of credits spent lives there) or point KEYAPI_STATE_DIR at a writable directory."
-            ) from None
+            raise StoreOpenError(state_open_failure(self.path, exc)) from None
 
     @classmethod
     def in_dir(cls, state_dir: Path, *, clock: Clock = time.time) -> SQLiteStore:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -430,3 +431,144 @@ def test_no_secret_reaches_stderr_at_debug_or_info_on_either_transport(
     if level == "DEBUG":
         assert "DEBUG" in log  # the run really logged at DEBUG
     assert TEST_API_KEY not in log and TEST_AUTH_TOKEN not in log
+
+
+def read_until_closed(sock: socket.socket, seconds: float) -> bytes:
+    """What the server sends on `sock` until it closes the connection; fails if it is still open after `seconds`."""
+    sock.settimeout(seconds)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the server still held the connection after {seconds} s")
+    return received
+
+
+def test_slow_and_idle_http_clients_are_dropped_and_get_mcp_answers_405(
+    tmp_path: Path, no_secret_leaks: list[str]
+) -> None:
+    fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY)
+    env = server_env(tmp_path, "", KEYAPI_MCP_READ_TIMEOUT_SECONDS="1", KEYAPI_MCP_MAX_CONNECTIONS="16")
+    with FakeUpstreamServer(fake) as upstream:
+        env["KEYAPI_BASE_URL"] = upstream.url
+        with http_process(tmp_path, env, no_secret_leaks) as (_, base):
+            port = int(base.rsplit(":", 1)[1])
+            # 40 slowloris sockets (more than the connection cap): a partial request head, then one byte at a time.
+            sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(40)]
+            started = time.monotonic()
+            try:
+                for sock in sockets:
+                    sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                for sock in sockets[:5]:
+                    sock.sendall(b"X")  # trickling bytes does not extend the head deadline
+                for sock in sockets:
+                    read_until_closed(sock, 5.0)
+                dropped_after = time.monotonic() - started
+            finally:
+                for sock in sockets:
+                    sock.close()
+
+            # A complete head but a body that never arrives: 408, connection closed.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(
+                    b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b'Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{"jsonrpc"'
+                )
+                slow_body = read_until_closed(sock, 5.0)
+
+            get = httpx.get(f"{base}/mcp", headers={"accept": "text/event-stream"}, timeout=5)
+            out: dict[str, Any] = {}
+            post_call(base, VID, out)  # and the server still answers
+
+    assert dropped_after < 4.0, dropped_after
+    assert slow_body.startswith(b"HTTP/1.1 408"), slow_body[:100]
+    assert get.status_code == 405 and get.headers["allow"] == "POST"
+    result = sse_payload(out["body"])["result"]
+    assert not result["isError"] and result["structuredContent"]["credits"]["spent_today"] == 1
+    assert fake.charged == 1
+
+
+def test_a_port_in_use_is_reported_without_claiming_the_server_is_up(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "keyapi_mcp", "--transport", "http", "--port", str(port), "--demo"],
+            env=server_env(tmp_path, "http://127.0.0.1:9"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "MCP Streamable HTTP on" not in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_setting_names_the_dotenv_file_it_came_from(tmp_path: Path) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / ".env").write_text("KEYAPI_MAX_RPS=fast\n", encoding="utf-8")
+    env = server_env(tmp_path, "http://127.0.0.1:9")
+    del env["KEYAPI_MAX_RPS"]
+    from_file = subprocess.run(
+        [sys.executable, "-m", "keyapi_mcp", "--demo"],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    from_env = subprocess.run(
+        [sys.executable, "-m", "keyapi_mcp", "--demo"],
+        env={**env, "KEYAPI_MAX_RPS": "slow"},
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert from_file.returncode == from_env.returncode == 2
+    assert "KEYAPI_MAX_RPS" in from_file.stderr and ".env" in from_file.stderr, from_file.stderr
+    assert "KEYAPI_MAX_RPS" in from_env.stderr and "set in the environment" in from_env.stderr, from_env.stderr
+
+
+@pytest.mark.parametrize(
+    ("layout", "says", "never"),
+    [
+        ("under_a_file", "is not a directory", "Move the file aside"),
+        ("corrupt_file", "Move the file aside", "state directory"),
+    ],
+)
+def test_an_unusable_state_location_names_the_directory_or_the_file(
+    layout: str, says: str, never: str, tmp_path: Path
+) -> None:
+    if layout == "under_a_file":
+        (tmp_path / "plain-file").write_text("x")
+        state = tmp_path / "plain-file" / "state"
+    else:
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / "state.sqlite3").write_bytes(b"not a database, " * 100)
+    env = {**server_env(tmp_path, "http://127.0.0.1:9"), "KEYAPI_STATE_DIR": str(state)}
+    done = subprocess.run(
+        [sys.executable, "-m", "keyapi_mcp"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    assert says in done.stderr and never not in done.stderr, done.stderr
