@@ -157,5 +157,5 @@ def load_settings(**overrides: object) -> Settings:
             loc = tuple(err.get("loc", ()))
             name = _env_name(loc)
             source = "the command line" if loc and loc[0] in overrides else setting_source(name)
-            lines.append(f"{name}: {msg}" + (f" (set in {source})" if source else ""))
+            lines.append(f"{name}: {msg}" + (f" (from {source})" if source else ""))
         raise ConfigError("; ".join(lines)) from None

@@ -15,7 +15,7 @@ DOTENV = ".env"
 
 
 def setting_source(name: str, *, environ: Mapping[str, str] = os.environ, dotenv: str | Path = DOTENV) -> str:
-    """Where variable `name` was read from: "the environment", "<path> (.env)", or "" when neither has it.
+    """Where variable `name` was read from: "the environment", the `.env` file's path, or "" when neither has it.
 
     The environment wins over `.env` (as pydantic-settings reads them); names match case-insensitively.
     """
@@ -27,7 +27,7 @@ def setting_source(name: str, *, environ: Mapping[str, str] = os.environ, dotenv
         from dotenv import dotenv_values  # pydantic-settings' own .env reader
 
         if any(key.upper() == upper for key in dotenv_values(path)):
-            return f"{path.resolve()} (.env file)"
+            return str(path.resolve())
     return ""
 
 

@@ -539,13 +539,14 @@ def test_a_bad_setting_names_the_dotenv_file_it_came_from(tmp_path: Path) -> Non
     )
     assert from_file.returncode == from_env.returncode == 2
     assert "KEYAPI_MAX_RPS" in from_file.stderr and ".env" in from_file.stderr, from_file.stderr
-    assert "KEYAPI_MAX_RPS" in from_env.stderr and "set in the environment" in from_env.stderr, from_env.stderr
+    assert "KEYAPI_MAX_RPS" in from_env.stderr and "(from the environment)" in from_env.stderr, from_env.stderr
 
 
 @pytest.mark.parametrize(
     ("layout", "says", "never"),
     [
-        ("under_a_file", "is not a directory", "Move the file aside"),
+        ("under_a_file", "Cannot create the state directory", "Move the file aside"),
+        ("is_a_file", "exists but is not a directory", "Move the file aside"),
         ("corrupt_file", "Move the file aside", "state directory"),
     ],
 )
@@ -555,6 +556,9 @@ def test_an_unusable_state_location_names_the_directory_or_the_file(
     if layout == "under_a_file":
         (tmp_path / "plain-file").write_text("x")
         state = tmp_path / "plain-file" / "state"
+    elif layout == "is_a_file":
+        state = tmp_path / "plain-file"
+        state.write_text("x")
     else:
         state = tmp_path / "state"
         state.mkdir()
