@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from helpers import (
@@ -576,3 +577,85 @@ def test_an_unusable_state_location_names_the_directory_or_the_file(
     )
     assert done.returncode == 1
     assert says in done.stderr and never not in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# stdio: malformed frames (item 10) and stdin closing with a call in flight (item 11)
+
+MALFORMED_FRAMES = [
+    b"not json",
+    b'[{"jsonrpc":"2.0","id":5,"method":"tools/list"}]',  # a batch (removed from MCP in 2025-06-18)
+    b'{"jsonrpc":"1.0","id":6,"method":"tools/list"}',
+    b'{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"x":"\\ud800"}}',  # a lone surrogate escape
+]
+
+
+def stdio_process(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    log = (tmp_path / "stdio.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "keyapi_mcp", *args],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+
+
+def test_malformed_stdio_frames_never_stop_the_server_and_get_an_error_or_nothing(tmp_path: Path) -> None:
+    proc = stdio_process(tmp_path, server_env(tmp_path, "http://127.0.0.1:9"), "--demo")
+    assert proc.stdin is not None and proc.stdout is not None
+    wire = RawWire(proc.stdin, proc.stdout, proc.stdin.close)
+    try:
+        wire.initialize()
+        for frame in MALFORMED_FRAMES:
+            proc.stdin.write(frame + b"\n")
+        proc.stdin.flush()
+        wire.send(tool_call(8, {"video_ids": [VID]}))
+        answered = wire.response(8)
+        wire.finish()
+        proc.wait(PROCESS_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert not answered["result"]["isError"]  # the server still answers (demo data: no real credits)
+    assert answered["result"]["structuredContent"]["demo"] is True
+    for line in wire.lines:  # whatever the transport answers to a malformed frame is a JSON-RPC error
+        message = json.loads(line)
+        assert message.get("jsonrpc") == "2.0"
+        if message.get("id") in (None, 5, 6, 7):
+            assert message["error"]["code"] in (-32700, -32600), message
+
+
+@pytest.mark.anyio
+async def test_stdin_closing_with_a_paid_call_in_flight_leaves_the_ledger_covering_what_the_upstream_charged(
+    tmp_path: Path, no_secret_leaks: list[str]
+) -> None:
+    fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY, latency=1.0)
+    with FakeUpstreamServer(fake) as upstream:
+        proc = stdio_process(tmp_path, server_env(tmp_path, upstream.url))
+        assert proc.stdin is not None and proc.stdout is not None
+        wire = RawWire(proc.stdin, proc.stdout, proc.stdin.close)
+        try:
+            wire.initialize()
+            wire.send(tool_call(2, {"video_ids": [VID]}))
+            await anyio.to_thread.run_sync(wait_for, lambda: bool(fake.requests), "the call never reached the upstream")
+            wire.finish()  # `cat requests | keyapi-mcp`: stdin ends while the paid call is in flight
+            await anyio.to_thread.run_sync(proc.wait, PROCESS_TIMEOUT)
+            # The fake finishes serving (and counting) the request it holds, whoever still listens.
+            await anyio.to_thread.run_sync(wait_for, lambda: fake.charged == 1, "the upstream never answered")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        no_secret_leaks.append((tmp_path / "stdio.log").read_text(errors="replace"))
+
+    charged, spent, _ = await ledger(tmp_path / "state")
+    assert charged and "reserved" not in charged  # the in-flight reservation was settled, not left behind
+    assert spent >= fake.charged  # the ledger equals or safely exceeds what the upstream charged
+    for line in wire.lines:  # the call got its answer, an error, or nothing — never a claim it was free
+        message = json.loads(line)
+        if message.get("id") == 2 and "result" in message:
+            assert message["result"]["structuredContent"]["credits"]["spent"] == 1
