@@ -279,7 +279,7 @@ async def test_unauthorized_says_what_to_do_and_quotes_the_upstream(
     route.mock(return_value=httpx.Response(401, json={"code": 401, "message": "invalid api key"}))
     error = await fetch_error(client, gate)
     assert "KEYAPI_API_KEY" in str(error)
-    assert '«invalid api key»' in str(error)
+    assert "«invalid api key»" in str(error)
 
 
 async def test_out_of_credits_points_to_the_dashboard(
@@ -386,7 +386,7 @@ async def test_persistent_server_errors_give_upstream_error_after_three_attempts
     assert type(error) is UpstreamError
     assert str(error).startswith("[upstream_error]")
     assert "HTTP 503" in str(error)
-    assert '«maintenance window»' in str(error)
+    assert "«maintenance window»" in str(error)
     assert route.call_count == MAX_ATTEMPTS
     assert len(fake_time.sleeps) == MAX_ATTEMPTS - 1
     assert sum(fake_time.sleeps) <= RETRY_BUDGET_SECONDS
@@ -411,7 +411,7 @@ async def test_a_persistent_error_envelope_gives_upstream_error_quoting_the_upst
     assert type(error) is UpstreamError
     assert str(error).startswith("[upstream_error]")
     assert "10001" in str(error)
-    assert 'Upstream said: «video_ids parameter error»' in str(error)
+    assert "Upstream said: «video_ids parameter error»" in str(error)
     assert route.call_count == MAX_ATTEMPTS
     assert error.request_id == "rid-env"
 
@@ -426,7 +426,7 @@ async def test_an_auth_or_credit_envelope_maps_to_its_code_without_retry(
     route.mock(return_value=envelope(code, "refused"))
     error = await fetch_error(client, gate)
     assert type(error) is error_class
-    assert '«refused»' in str(error)
+    assert "«refused»" in str(error)
     assert route.call_count == 1
 
 
@@ -437,7 +437,7 @@ async def test_a_bad_request_envelope_is_not_retried(
     route.mock(return_value=envelope(code, "bad video_ids"))
     error = await fetch_error(client, gate)
     assert type(error) is UpstreamError
-    assert '«bad video_ids»' in str(error)
+    assert "«bad video_ids»" in str(error)
     assert route.call_count == 1
 
 
