@@ -198,7 +198,10 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
     )
     app.router.routes.insert(0, Route(HEALTH_PATH, _healthz, methods=["GET"], name="healthz"))
     guarded: ASGIApp = StatelessGetMiddleware(
-        BodyDeadlineMiddleware(app, path=MCP_PATH, seconds=settings.mcp_read_timeout_seconds), path=MCP_PATH
+        BodyDeadlineMiddleware(
+            app, path=MCP_PATH, seconds=settings.mcp_read_timeout_seconds, max_bytes=settings.mcp_max_body_bytes
+        ),
+        path=MCP_PATH,
     )
     if settings.mcp_auth_token is None:
         log.info("KEYAPI_MCP_AUTH_TOKEN is not set: /mcp accepts unauthenticated requests (loopback only)")

@@ -106,26 +106,33 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any], headers: 
 
 
 class BodyDeadlineMiddleware:
-    """Read a POST body to `path` within `seconds` (else 408, connection closed), then replay it to the app."""
+    """Read a POST body to `path` within `seconds` (else 408, connection closed), then replay it to the app.
 
-    def __init__(self, app: ASGIApp, *, path: str, seconds: float) -> None:
+    At most `max_bytes + 1` bytes are buffered: past that the app receives what was read and the rest of the
+    stream, so the SDK's own size limit answers 413 as before and memory stays bounded.
+    """
+
+    def __init__(self, app: ASGIApp, *, path: str, seconds: float, max_bytes: int) -> None:
         self.app = app
         self.path = path
         self.seconds = seconds
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
+        size = 0
+        more = True
         with anyio.move_on_after(self.seconds) as deadline:
-            while True:
+            while more and size <= self.max_bytes:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return  # the client left: nothing to answer
                 chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
         if deadline.cancelled_caught:
             client = scope.get("client") or ("?", 0)
             log.info("request body from %s not received within %.0f s: 408", client[0], self.seconds)
@@ -142,8 +149,8 @@ class BodyDeadlineMiddleware:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()  # afterwards: the real stream, so a disconnect is still seen
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": more}
+            return await receive()  # afterwards: the real stream (the rest of an oversized body, a disconnect)
 
         await self.app(scope, replay, send)
 
