@@ -60,9 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, secrets: tuple[str, ...] = ()) -> None:
+    from keyapi_mcp import logsafety
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logsafety.install(handler, level=level, secrets=secrets, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"keyapi-mcp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.secret_values())
     log = logging.getLogger("keyapi_mcp")
 
     from keyapi_mcp.server import build_server, open_store  # the SDK: after the settings, reported at once

@@ -46,7 +46,7 @@ from keyapi_mcp.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from keyapi_mcp.models import clean_identifier, quote_upstream
+from keyapi_mcp.text import safe_token, upstream_said
 
 log = logging.getLogger(__name__)
 
@@ -248,15 +248,13 @@ def request_id_of(body: Any, header: str | None) -> str | None:
     if rid is None:
         rid = header
     if isinstance(rid, str | int) and not isinstance(rid, bool):
-        return clean_identifier(str(rid))
+        return safe_token(str(rid), limit=100)
     return None
 
 
 def _said(body: Any) -> str:
     """The envelope's `message` as a delimited quote for error text ("" when there is none)."""
-    msg = body.get("message") if isinstance(body, dict) else None
-    quoted = quote_upstream(msg, limit=200) if isinstance(msg, str) else None
-    return f" Upstream said: {quoted}." if quoted else ""
+    return upstream_said(body.get("message") if isinstance(body, dict) else None)
 
 
 def _code_of(value: Any) -> int | None:
@@ -309,7 +307,7 @@ def classify_response(status: int, body: Any, *, retry_after: float | None = Non
         return Verdict("malformed_body", "uncertain", status, error=error)
     code = _code_of(body["code"])
     if code != 0:
-        shown = code if code is not None else clean_identifier(str(body["code"]), limit=20) or "?"
+        shown = code if code is not None else safe_token(body["code"], limit=20) or "not a number"
         outcome = f"envelope_{shown}"[:40]
         if code in (401, 403):
             return Verdict(

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from keyapi_mcp.diagnose import setting_source
 from keyapi_mcp.errors import ConfigError
 
 ENV_PREFIX = "KEYAPI_"
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
     # Prometheus metrics at GET /metrics (HTTP transport), behind this token or KEYAPI_MCP_AUTH_TOKEN.
     mcp_metrics: bool = False
     mcp_metrics_token: SecretStr | None = None
+    # Slow or idle HTTP clients (see keyapi_mcp.http_guards) and the graceful stop on SIGTERM/SIGINT.
+    mcp_read_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    mcp_max_connections: int = Field(default=256, ge=1, le=100_000)
+    mcp_shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
 
     @field_validator("api_key", "mcp_auth_token", "mcp_metrics_token", mode="before")
     @classmethod
@@ -192,6 +197,10 @@ class Settings(BaseSettings):
             raise ValueError("plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://")
         return value
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The secrets this process holds, for the log redaction (`keyapi_mcp.logsafety`)."""
+        return tuple(s.get_secret_value() for s in (self.api_key, self.mcp_auth_token) if s is not None)
+
     @property
     def has_api_key(self) -> bool:
         return self.api_key is not None and bool(self.api_key.get_secret_value())
@@ -236,5 +245,8 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors(include_input=False, include_url=False):
             msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            lines.append(f"{_env_name(tuple(err.get('loc', ())))}: {msg}")
+            loc = tuple(err.get("loc", ()))
+            name = _env_name(loc)
+            source = "the command line" if loc and loc[0] in overrides else setting_source(name)
+            lines.append(f"{name}: {msg}" + (f" (from {source})" if source else ""))
         raise ConfigError("; ".join(lines)) from None

@@ -136,5 +136,9 @@ class HttpConfigError(ConfigError):
     """The HTTP transport cannot start safely with this configuration (exit status 2)."""
 
 
+class HttpBindError(HttpConfigError):
+    """The address cannot be listened on (port in use, address not local, no permission)."""
+
+
 class StoreOpenError(RuntimeError):
     """The state database cannot be opened or migrated (corrupt, empty, unwritable, full). Fatal at start."""

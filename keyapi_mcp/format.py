@@ -28,11 +28,10 @@ from keyapi_mcp.models import (
     UpstreamRow,
     VideoOut,
     VideoProductsResult,
-    clean_text,
     parse_rows,
-    quote_upstream,
     split_hashtags,
 )
+from keyapi_mcp.text import clean_text, quote_untrusted
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -301,9 +300,9 @@ def _video_head(v: VideoOut) -> str:
 def _video_details(v: VideoOut, view: TextView) -> list[str]:
     lines = []
     if view.about and v.description:
-        lines.append(f"  desc {quote_upstream(v.description)}")
+        lines.append(f"  desc {quote_untrusted(v.description)}")
     if view.about and v.hashtags:
-        lines.append(f"  tags {quote_upstream(' '.join(v.hashtags))}")
+        lines.append(f"  tags {quote_untrusted(' '.join(v.hashtags))}")
     media = [
         f"{k}={val}"
         for k, val in (

@@ -13,9 +13,13 @@
   `KEYAPI_MCP_ALLOWED_HOSTS` / `KEYAPI_MCP_ALLOWED_ORIGINS`.
 - Request bodies above `KEYAPI_MCP_MAX_BODY_BYTES` get 413 before they are parsed; concurrent tool calls
   are capped by `KEYAPI_MCP_MAX_CONCURRENT_CALLS` (see `keyapi_mcp.concurrency`).
-- SIGTERM/SIGINT: stop accepting connections, let in-flight calls finish for up to
-  `GRACEFUL_SHUTDOWN_SECONDS` (their ledger reservations are settled as they finish; a call still running
-  after that is cancelled and its reservation settled as uncertain), then close the store.
+- SIGTERM/SIGINT: stop accepting connections, let in-flight calls finish and answer for up to
+  `KEYAPI_MCP_SHUTDOWN_GRACE_SECONDS` (their ledger reservations are settled as they finish; a call still
+  running after that is cancelled and its reservation settled as uncertain), then close the store.
+- Slow clients: a request head or a `POST /mcp` body must arrive within `KEYAPI_MCP_READ_TIMEOUT_SECONDS`,
+  idle keep-alive connections close after `KEEP_ALIVE_SECONDS`, and at most `KEYAPI_MCP_MAX_CONNECTIONS`
+  connections are served at once (503 beyond). `GET /mcp` answers 405: see `keyapi_mcp.http_guards`.
+- The listening socket is bound before anything is printed: a port in use is reported as the only line.
 
 The token never reaches a log line: failures are logged with the client address and reason only.
 """
@@ -26,6 +30,7 @@ import contextlib
 import hmac
 import json
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -41,14 +46,21 @@ from keyapi_mcp import __version__
 from keyapi_mcp.auth import AuthGate
 from keyapi_mcp.caller import static_token_request
 from keyapi_mcp.config import Settings, is_loopback_host
-from keyapi_mcp.errors import HttpConfigError
+from keyapi_mcp.errors import HttpBindError, HttpConfigError
+from keyapi_mcp.http_guards import (
+    BodyDeadlineMiddleware,
+    StatelessGetMiddleware,
+    head_timeout_protocol,
+    keep_sse_streams_through_shutdown,
+)
 from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
-GRACEFUL_SHUTDOWN_SECONDS = 30
+KEEP_ALIVE_SECONDS = 5
+LISTEN_BACKLOG = 2048
 MIN_TOKEN_CHARS = 16
 
 LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
@@ -194,12 +206,18 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
     if isinstance(metrics, PrometheusMetrics):
         add_metrics_route(app, metrics, settings)
         exempt = (HEALTH_PATH, METRICS_PATH)  # /metrics checks its own tokens: the metrics token works alone
+    guarded: ASGIApp = StatelessGetMiddleware(
+        BodyDeadlineMiddleware(
+            app, path=MCP_PATH, seconds=settings.mcp_read_timeout_seconds, max_bytes=settings.mcp_max_body_bytes
+        ),
+        path=MCP_PATH,
+    )
     if settings.oauth_enabled:
-        return AuthGate(app)
+        return AuthGate(guarded)
     if settings.mcp_auth_token is None:
         log.info("KEYAPI_MCP_AUTH_TOKEN is not set: /mcp accepts unauthenticated requests (loopback only)")
-        return app
-    return BearerAuthMiddleware(app, settings.mcp_auth_token.get_secret_value(), exempt_paths=exempt)
+        return guarded
+    return BearerAuthMiddleware(guarded, settings.mcp_auth_token.get_secret_value(), exempt_paths=exempt)
 
 
 def add_metrics_route(app: Starlette, metrics: PrometheusMetrics, settings: Settings) -> None:
@@ -227,24 +245,52 @@ def uvicorn_server(app: ASGIApp, *, host: str, port: int, settings: Settings) ->
         access_log=True,
         lifespan="on",
         server_header=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        http=head_timeout_protocol(settings.mcp_read_timeout_seconds),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=settings.mcp_max_connections,
+        backlog=LISTEN_BACKLOG,
+        timeout_graceful_shutdown=settings.mcp_shutdown_grace_seconds,
     )
     return uvicorn.Server(config)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a failure is reported before anything claims the server is up."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise HttpBindError(f"cannot listen on {host}:{port}: {exc.strerror} (check --host).") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise HttpBindError(
+            f"cannot listen on {_host_literal(host)}:{port}: {reason}. Stop the process using that port or "
+            "choose another with --port."
+        ) from None
+    return sock
 
 
 def run_http(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve until SIGTERM/SIGINT. Raises `HttpConfigError` before binding anything if unsafe."""
     app = build_http_app(server, settings, host=host, port=port)
     uv = uvicorn_server(app, host=host, port=port, settings=settings)
+    sock = bind_socket(host, port)
+    port = sock.getsockname()[1]
+    keep_sse_streams_through_shutdown()
     if settings.oauth_enabled:
         auth = f"OAuth from {settings.mcp_oauth_issuer}" + (" or bearer token" if settings.mcp_auth_token else "")
     else:
         auth = "bearer token required" if settings.mcp_auth_token is not None else "no auth: loopback only"
     print(
         f"keyapi-mcp {__version__}: MCP Streamable HTTP on http://{_host_literal(host)}:{port}{MCP_PATH} ({auth}); "
-        "health at /healthz. Ctrl+C or SIGTERM stops it.",
+        f"health at /healthz. Ctrl+C or SIGTERM stops it (calls in flight get up to "
+        f"{settings.mcp_shutdown_grace_seconds} s to finish).",
         file=sys.stderr,
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the signal after its graceful shutdown
-        uv.run()
+        uv.run(sockets=[sock])

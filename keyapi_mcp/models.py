@@ -3,23 +3,24 @@
 The upstream is documented loosely (numbers sometimes sent as strings, fields missing), so
 `UpstreamRow` converts what it can and turns anything malformed in an optional field into `None`
 instead of failing the whole call. Only `video_id` and `product_id` are required: without them a row
-cannot be attributed, and `parse_rows` skips it with a warning.
+cannot be attributed, and `parse_rows` skips it with a warning. Ids (`video_id`, `product_id`, `user_id`)
+are documented as numeric and accepted only as digits: they are printed undelimited, so any other text
+could pose as our own lines (see `keyapi_mcp.text`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from keyapi_mcp.errors import InvalidInput
+from keyapi_mcp.text import clean_text, numeric_id
 
 MAX_VIDEO_IDS = 50
-MAX_TEXT_CHARS = 500  # cap on untrusted upstream text (descriptions) in detailed output
 MAX_HASHTAGS = 30
 MAX_ABS_AMOUNT = 1e15
 
@@ -157,11 +158,9 @@ def _lenient_str(value: Any) -> str | None:
 
 
 def lenient_id(value: Any) -> str | None:
-    text = _lenient_str(value)
-    if text is None:
-        return None
-    text = text.strip()
-    return text if text and len(text) <= 64 and text.isprintable() else None
+    """A video/product/user id as digits, or None: the upstream documents them as numeric strings, and any
+    other text could be prose aimed at the model (ids are printed undelimited, at the start of lines)."""
+    return numeric_id(value)
 
 
 LenientInt = Annotated[int | None, BeforeValidator(_lenient_int)]
@@ -204,6 +203,7 @@ def parse_rows(raw_rows: Iterable[Any]) -> tuple[list[UpstreamRow], list[str]]:
     rows: list[UpstreamRow] = []
     warnings: list[str] = []
     skipped = 0
+    authors_dropped = 0
     for raw in raw_rows:
         if not isinstance(raw, dict):
             skipped += 1
@@ -212,57 +212,18 @@ def parse_rows(raw_rows: Iterable[Any]) -> tuple[list[UpstreamRow], list[str]]:
         if row.video_id is None or row.product_id is None:
             skipped += 1
             continue
+        if row.user_id is None and raw.get("user_id") not in (None, ""):
+            authors_dropped += 1
         rows.append(row)
     if skipped:
-        warnings.append(f"skipped {skipped} upstream row(s) without a usable video_id/product_id")
+        warnings.append(f"skipped {skipped} upstream row(s) without a numeric video_id/product_id")
+    if authors_dropped:
+        warnings.append(f"dropped {authors_dropped} non-numeric upstream user_id value(s)")
     return rows, warnings
 
 
 # ---------------------------------------------------------------------------------------------
 # Untrusted text
-
-_CONTROL_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
-_ASCII_CONTROLS = {code: None for code in [*range(32), 127]} | {ord(ch): " " for ch in "\t\n\r"}
-
-
-def _strip_controls(value: str) -> str:
-    return "".join(
-        " " if ch in "\t\n\r" else ch
-        for ch in value
-        if ch in "\t\n\r"
-        or unicodedata.category(ch) not in _CONTROL_CATEGORIES
-        or ch == "\u200d"  # zero-width joiner: part of emoji sequences
-    )
-
-
-def clean_text(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
-    """Strip control/format characters (incl. bidi overrides, zero-width) and cap length.
-
-    Upstream text is written by TikTok users and may carry prompt injection; the renderer also
-    delimits it so a model can tell data from instructions.
-    """
-    if value is None:
-        return None
-    # ASCII holds no format, surrogate or private-use characters: only the C0 controls and DEL are Cc.
-    cleaned = value.translate(_ASCII_CONTROLS) if value.isascii() else _strip_controls(value)
-    cleaned = re.sub(r"\s+", " ", cleaned).strip()
-    if len(cleaned) > limit:
-        cleaned = cleaned[: limit - 1].rstrip() + "…"
-    return cleaned
-
-
-def quote_upstream(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
-    """Untrusted upstream text, cleaned and delimited with «…» so it cannot pose as our own words."""
-    cleaned = clean_text(value, limit)
-    if not cleaned:
-        return None
-    return "«" + cleaned.replace("«", "‹").replace("»", "›") + "»"
-
-
-def clean_identifier(value: str, limit: int = 100) -> str | None:
-    """An upstream token shown as an identifier (request ids): visible ASCII letters, digits and `-_.:/` only."""
-    kept = re.sub(r"[^A-Za-z0-9\-_.:/]", "", value)[:limit]
-    return kept or None
 
 
 def split_hashtags(value: str | None) -> list[str]:

@@ -18,7 +18,6 @@ short and run inline.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from keyapi_mcp.diagnose import state_open_failure
 from keyapi_mcp.domain import (
     COUNTED,
     LEDGER_KEEP_DAYS,
@@ -130,25 +130,6 @@ def apply_migrations(conn: sqlite3.Connection, now: float) -> list[str]:
     return applied
 
 
-def open_problem(path: Path, exc: BaseException) -> str:
-    """Say what is wrong with the state file and what to do, in words that fit the actual cause."""
-    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in str(exc).lower():
-        return (
-            f"Cannot open the state database {path}: the disk is full. Free some space (the ledger of "
-            "credits spent lives there) or point KEYAPI_STATE_DIR at a directory on another disk."
-        )
-    if not path.parent.is_dir():
-        return (
-            f"Cannot create the state directory {path.parent}: {exc}. Point KEYAPI_STATE_DIR at a writable directory."
-        )
-    if path.exists():
-        return (
-            f"Cannot open the state database {path}: {exc}. Move the file aside (the ledger of credits "
-            "spent lives there) or point KEYAPI_STATE_DIR at a writable directory."
-        )
-    return f"Cannot create the state database {path}: {exc}. Point KEYAPI_STATE_DIR at a writable directory."
-
-
 class SQLiteStore:
     """The default store: one SQLite file shared by every server process on this machine."""
 
@@ -181,7 +162,7 @@ class SQLiteStore:
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             apply_migrations(self._conn, clock())
         except (sqlite3.Error, OSError) as exc:
-            raise StoreOpenError(open_problem(file, exc)) from None
+            raise StoreOpenError(state_open_failure(file, exc)) from None
 
     @classmethod
     def in_dir(cls, state_dir: Path, *, clock: Clock = time.time) -> SQLiteStore:

@@ -390,7 +390,7 @@ async def test_a_call_that_waits_for_a_slot_runs_once_one_frees_up():
 def test_a_non_loopback_bind_without_a_token_refuses_to_start_with_exit_status_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # keep pytest's log capture in place
+    monkeypatch.setattr(cli, "configure_logging", lambda level, secrets=(): None)  # keep pytest's log capture in place
     status = cli.main(["--transport", "http", "--host", "0.0.0.0", "--port", "0", "--demo"])
     err = capsys.readouterr().err
 
@@ -403,7 +403,7 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start_with_exit_status_2
 def test_a_too_short_token_refuses_to_start_without_echoing_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda level, secrets=(): None)
     monkeypatch.setenv("KEYAPI_MCP_AUTH_TOKEN", "short-secret")
     status = cli.main(["--transport", "http", "--port", "0", "--demo"])
     err = capsys.readouterr().err

@@ -10,14 +10,13 @@ from keyapi_mcp.errors import InvalidInput
 from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID
 from keyapi_mcp.models import (
     MAX_HASHTAGS,
-    MAX_TEXT_CHARS,
     MAX_VIDEO_IDS,
     UpstreamRow,
-    clean_text,
     normalize_video_ids,
     parse_rows,
     split_hashtags,
 )
+from keyapi_mcp.text import MAX_TEXT_CHARS, clean_text
 
 DOC_ID = DOCUMENTED_VIDEO_ID
 OTHER_ID = "7300000000000000001"
@@ -342,7 +341,7 @@ def test_parse_rows_never_raises_on_a_row_of_wrong_types_everywhere() -> None:
     assert len(rows) == 1
     assert rows[0].total_views_cnt is None
     assert rows[0].video_desc is None
-    assert warnings == []
+    assert warnings == ["dropped 1 non-numeric upstream user_id value(s)"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +357,7 @@ def test_clean_text_keeps_ordinary_text_and_emoji() -> None:
 
 
 def test_clean_text_strips_control_characters() -> None:
-    assert clean_text("a\x00b\x07c\x1b[31md\x7fe\x9bf") == "abc[31mdef"
+    assert clean_text("a\x00b\x07c\x1b[31md\x7fe\x9bf") == "abcde"  # escape sequences go whole
 
 
 def test_clean_text_treats_every_ascii_character_as_the_unicode_categories_do() -> None:

@@ -27,11 +27,12 @@ from helpers import TOOL, Clock, assert_tool_error, connect, make_settings, pars
 from redis_proc import RedisProcess
 
 from keyapi_mcp.client import KeyAPIClient, RateLimiter
+from keyapi_mcp.diagnose import state_open_failure
 from keyapi_mcp.domain import Attempt, Reservation
 from keyapi_mcp.errors import StateStoreError, StoreOpenError
 from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, synthetic_dataset
 from keyapi_mcp.redis_store import RedisStore
-from keyapi_mcp.sqlite_store import DB_FILENAME, SQLiteStore, open_problem
+from keyapi_mcp.sqlite_store import DB_FILENAME, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -321,9 +322,9 @@ def test_the_cli_refuses_an_empty_state_file_with_one_clear_line(tmp_path: Path,
 
 
 def test_open_problems_name_their_actual_cause(tmp_path: Path):
-    full = open_problem(tmp_path / DB_FILENAME, sqlite3.OperationalError("database or disk is full"))
+    full = state_open_failure(tmp_path / DB_FILENAME, sqlite3.OperationalError("database or disk is full"))
     assert "disk is full" in full and "Free some space" in full
-    missing = open_problem(tmp_path / "a-file" / "x" / DB_FILENAME, OSError("Not a directory"))
+    missing = state_open_failure(tmp_path / "a-file" / "x" / DB_FILENAME, OSError("Not a directory"))
     assert "Cannot create the state directory" in missing and "Move the file aside" not in missing
 
 

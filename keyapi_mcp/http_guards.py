@@ -1,0 +1,178 @@
+"""Guards around the HTTP transport for clients that are slow, idle or hostile, and for a graceful stop.
+
+uvicorn bounds idle keep-alive connections (`timeout_keep_alive`) and, with `limit_concurrency`, how many
+connections it serves at once, but it has no deadline for a request head or body: a client sending one
+byte a second holds a connection forever, and 50 such sockets were held indefinitely (issue 14). So:
+
+- `head_timeout_protocol` — uvicorn's h11 protocol with a deadline for each request head: a connection that
+  has not completed its request line and headers within the deadline (from connect, or from the first byte
+  of a keep-alive request) is closed;
+- `BodyDeadlineMiddleware` — the body of a `POST /mcp` must arrive within a deadline, else 408 and the
+  connection is closed; the body is read here once and replayed to the SDK;
+- `StatelessGetMiddleware` — `GET /mcp` answers 405: the server is stateless, so the standalone SSE stream a
+  GET would open has nothing to carry and would never end;
+- `keep_sse_streams_through_shutdown` — sse-starlette (the SDK's SSE responses) ends every open stream as
+  soon as uvicorn receives SIGTERM, so a tool call in flight answered HTTP 200 with an empty body while the
+  upstream had charged. Turned off, uvicorn's own graceful shutdown applies: stop accepting, let the
+  responses in flight finish for up to the grace period, then cancel what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+
+def keep_sse_streams_through_shutdown() -> None:
+    """Let SSE responses in flight finish on SIGTERM (sse-starlette's documented opt-out of its auto-drain).
+
+    Process-wide: called by `run_http` only, in the process that serves. uvicorn's `timeout_graceful_shutdown`
+    still bounds the wait: when it expires, uvicorn cancels the remaining requests.
+    """
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()
+
+
+def head_timeout_protocol(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol class with a deadline of `seconds` for every request head (pass as `http=`)."""
+
+    class HeadTimeoutH11Protocol(H11Protocol):
+        head_timeout = seconds
+        head_timer: asyncio.TimerHandle | None = None
+
+        def reading_head(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def arm_head_timer(self) -> None:
+            if self.head_timer is None and self.reading_head():
+                self.head_timer = self.loop.call_later(self.head_timeout, self.head_timed_out)
+
+        def disarm_head_timer(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def head_timed_out(self) -> None:
+            self.head_timer = None
+            if self.reading_head() and not self.transport.is_closing():
+                log.info("closed a connection that sent no complete request head within %.0f s", self.head_timeout)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.arm_head_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.reading_head():
+                self.arm_head_timer()  # a keep-alive request has begun: its head must complete in time
+            else:
+                self.disarm_head_timer()
+
+        def on_response_complete(self) -> None:
+            self.disarm_head_timer()  # idle again: uvicorn's keep-alive timeout takes over
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.disarm_head_timer()
+            super().connection_lost(exc)
+
+    return HeadTimeoutH11Protocol
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyDeadlineMiddleware:
+    """Read a POST body to `path` within `seconds` (else 408, connection closed), then replay it to the app.
+
+    At most `max_bytes + 1` bytes are buffered: past that the app receives what was read and the rest of the
+    stream, so the SDK's own size limit answers 413 as before and memory stays bounded.
+    """
+
+    def __init__(self, app: ASGIApp, *, path: str, seconds: float, max_bytes: int) -> None:
+        self.app = app
+        self.path = path
+        self.seconds = seconds
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        with anyio.move_on_after(self.seconds) as deadline:
+            while more and size <= self.max_bytes:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left: nothing to answer
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+        if deadline.cancelled_caught:
+            client = scope.get("client") or ("?", 0)
+            log.info("request body from %s not received within %.0f s: 408", client[0], self.seconds)
+            await _send_json(
+                send,
+                408,
+                {"error": "request_timeout", "error_description": "The request body did not arrive in time."},
+                [(b"connection", b"close")],
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": more}
+            return await receive()  # afterwards: the real stream (the rest of an oversized body, a disconnect)
+
+        await self.app(scope, replay, send)
+
+
+class StatelessGetMiddleware:
+    """`GET path` answers 405 (`Allow: POST`): a stateless server has no stream for a GET to subscribe to."""
+
+    def __init__(self, app: ASGIApp, *, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == self.path:
+            await _send_json(
+                send,
+                405,
+                {
+                    "error": "method_not_allowed",
+                    "error_description": "This server is stateless: send MCP requests with POST; "
+                    "there is no server-initiated stream to GET.",
+                },
+                [(b"allow", b"POST")],
+            )
+            return
+        await self.app(scope, receive, send)
