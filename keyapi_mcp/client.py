@@ -308,7 +308,7 @@ def classify_response(status: int, body: Any, *, retry_after: float | None = Non
     code = _code_of(body["code"])
     if code != 0:
         shown = code if code is not None else safe_token(body["code"], limit=20) or "not a number"
-        outcome = f"envelope_{shown}"[:40]
+        outcome = f"envelope_{code}"[:40] if code is not None else "envelope_other"  # one word in the ledger
         if code in (401, 403):
             return Verdict(
                 outcome, "no", status, error=Unauthorized(f"KeyAPI refused the request (code {code}).{said}")

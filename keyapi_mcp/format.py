@@ -361,7 +361,7 @@ def render_text(result: VideoProductsResult, view: TextView = FULL_VIEW) -> str:
         lines.append(DEMO_BANNER)
     lines.append(_head_line(result))
     if result.videos:
-        lines.append("video | views | eng% | units | GMV | region created [cached] ; then product | units | GMV | avg")
+        lines.append("video | views | eng% | units | GMV | region created (cached) ; then product | units | GMV | avg")
     for v in result.videos:
         lines.append(_video_head(v))
         if v.description is not None or v.hashtags:
@@ -432,7 +432,7 @@ def _render_products(result: VideoProductsResult, view: TextView) -> str:
         lines.append("day (created, UTC) | videos | units | GMV")
         lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {_num(g.gmv)}" for g in s.by_day)
     if result.videos:
-        lines.append("video | views | eng% | units | GMV | region created [cached]")
+        lines.append("video | views | eng% | units | GMV | region created (cached)")
         lines.extend(_video_head(v) for v in result.videos)
     left_out = []
     if view.top is not None and len(totals) > view.top:

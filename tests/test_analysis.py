@@ -167,17 +167,18 @@ def test_the_product_text_lists_every_product_total_exactly(data: dict[str, list
 
 
 def test_a_product_sold_in_two_videos_sums_both_and_names_the_better_one():
+    P1, P2 = "1729000000000000001", "1729000000000000002"
     rows = {
         "7500000000000000001": [
             {
                 "video_id": "7500000000000000001",
-                "product_id": "p1",
+                "product_id": P1,
                 "total_video_sale_cnt": 3,
                 "total_video_sale_gmv_amt": 0.1,
             },
             {
                 "video_id": "7500000000000000001",
-                "product_id": "p2",
+                "product_id": P2,
                 "total_video_sale_cnt": 1,
                 "total_video_sale_gmv_amt": 0.2,
             },
@@ -185,7 +186,7 @@ def test_a_product_sold_in_two_videos_sums_both_and_names_the_better_one():
         "7500000000000000002": [
             {
                 "video_id": "7500000000000000002",
-                "product_id": "p1",
+                "product_id": P1,
                 "total_video_sale_cnt": 4,
                 "total_video_sale_gmv_amt": 0.2,
             },
@@ -193,11 +194,11 @@ def test_a_product_sold_in_two_videos_sums_both_and_names_the_better_one():
     }
     totals = {t.product_id: t for t in product_totals(result_of(rows).videos)}
     # 0.1 + 0.2 is 0.30000000000000004 in floats; the total is exactly 0.3.
-    assert totals["p1"].gmv == 0.3 and repr(totals["p1"].gmv) == "0.3"
-    assert (totals["p1"].units_sold, totals["p1"].videos, totals["p1"].best_video_id) == (7, 2, "7500000000000000002")
-    assert totals["p1"].gmv_share_pct == 60.0 and totals["p2"].gmv_share_pct == 40.0
+    assert totals[P1].gmv == 0.3 and repr(totals[P1].gmv) == "0.3"
+    assert (totals[P1].units_sold, totals[P1].videos, totals[P1].best_video_id) == (7, 2, "7500000000000000002")
+    assert totals[P1].gmv_share_pct == 60.0 and totals[P2].gmv_share_pct == 40.0
     # A tie on GMV and units goes to the lower video id.
-    assert totals["p2"].best_video_id == "7500000000000000001"
+    assert totals[P2].best_video_id == "7500000000000000001"
 
 
 @pytest.mark.anyio
