@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             "(see README); press Ctrl-C to quit.",
             file=sys.stderr,
         )
+    from keyapi_mcp.stdin_drain import drain_stdin_at_eof
+
+    drain_stdin_at_eof(lambda: server.calls_in_flight)  # calls received before stdin closes are answered
     with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
     return 0

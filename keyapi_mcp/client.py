@@ -383,11 +383,16 @@ def classify_failure(exc: BaseException, status: int | None = None) -> Verdict:
 
 
 class KeyAPIClient:
-    """Upstream client. Owns no connections: the `httpx.AsyncClient` is injected (opened by the server)."""
+    """Upstream client over one `httpx.AsyncClient`: injected, or made by `http` on the first request.
+
+    A factory lets the server start without the client: building one loads the TLS trust store, a visible
+    share of the cold-start bar (bench/README.md), for a server that many chats start and seldom ask to pay.
+    A client this object made is closed by `aclose`; an injected one belongs to its owner.
+    """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         *,
         api_key: str,
         base_url: str,
@@ -398,7 +403,8 @@ class KeyAPIClient:
         observe: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         """`observe` receives each request's duration in seconds (the metrics' upstream histogram)."""
-        self._http = http
+        self._http = http if isinstance(http, httpx.AsyncClient) else None
+        self._make_http = None if isinstance(http, httpx.AsyncClient) else http
         self._observe = observe
         self._api_key = api_key
         self._url = base_url.rstrip("/") + ENDPOINT
@@ -413,6 +419,18 @@ class KeyAPIClient:
             "Accept": "application/json",
             "Accept-Encoding": "gzip, deflate",  # the rows carry long signed URLs: compress them on the wire
         }
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            assert self._make_http is not None
+            self._http = self._make_http()
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object made it."""
+        if self._make_http is not None and self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
@@ -476,7 +494,7 @@ class KeyAPIClient:
         started = time.perf_counter()
         try:
             with anyio.fail_after(self.timeout_seconds):
-                async with self._http.stream(
+                async with self._client().stream(
                     "GET", self._url, params=params, headers=self._headers, timeout=self._timeout
                 ) as response:
                     status = response.status_code

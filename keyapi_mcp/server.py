@@ -8,6 +8,7 @@ only that text reaches the model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -320,9 +321,17 @@ class KeyAPIMCPServer(MCPServer[AppState]):
     """
 
     call_slots: CallSlots | None = None
+    calls_in_flight: int = 0  # tool calls running now (stdin_drain holds end of input until it is 0)
     metrics: Metrics = NO_METRICS  # served at /metrics by the HTTP transport when enabled (KEYAPI_MCP_METRICS)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        self.calls_in_flight += 1
+        try:
+            return await self._call_tool(name, arguments, context)
+        finally:
+            self.calls_in_flight -= 1
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any], context: Any) -> Any:
         try:
             if name not in {tool.name for tool in await self.list_tools()}:
                 raise UnknownTool(f"There is no tool named {name!r}.")
@@ -368,7 +377,8 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
 
 
 def upstream_http_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """The one HTTP client for the upstream: as many connections as tool calls may run at once."""
+    """The one HTTP client for the upstream (made on the first paid request, closed with the server): as many
+    connections as tool calls may run at once."""
     connections = max(32, settings.mcp_max_concurrent_calls)
     return httpx.AsyncClient(
         transport=transport,
@@ -405,33 +415,32 @@ def build_server(
             from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
 
             http_transport = mock_transport(FakeUpstream(demo_dataset()))
+        client = KeyAPIClient(
+            functools.partial(upstream_http_client, settings, http_transport),
+            api_key=DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key else ""),
+            base_url=DEMO_BASE_URL if demo else settings.base_url,
+            rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
+            timeout_seconds=settings.timeout_seconds,
+            observe=metrics.upstream_request,
+        )
+        service = ProductsService(
+            state_store,
+            client if (demo or settings.has_api_key) else None,
+            max_credits_per_call=settings.max_credits_per_call,
+            daily_limit=settings.daily_credit_limit,
+            cache_ttl=settings.cache_ttl_seconds,
+            user_daily_limit=settings.user_daily_credit_limit,
+        )
+        service.metrics = metrics
+        app_state = AppState(settings=settings, service=service, demo=demo)
         try:
-            async with upstream_http_client(settings, http_transport) as http:
-                client = KeyAPIClient(
-                    http,
-                    api_key=DEMO_API_KEY if demo else (settings.api_key.get_secret_value() if settings.api_key else ""),
-                    base_url=DEMO_BASE_URL if demo else settings.base_url,
-                    rate_limiter=RateLimiter(settings.max_rps if not demo else 1000.0),
-                    timeout_seconds=settings.timeout_seconds,
-                    observe=metrics.upstream_request,
-                )
-                service = ProductsService(
-                    state_store,
-                    client if (demo or settings.has_api_key) else None,
-                    max_credits_per_call=settings.max_credits_per_call,
-                    daily_limit=settings.daily_credit_limit,
-                    cache_ttl=settings.cache_ttl_seconds,
-                    user_daily_limit=settings.user_daily_credit_limit,
-                )
-                service.metrics = metrics
-                await service.prune()
-                app_state = AppState(settings=settings, service=service, demo=demo)
-                live.append(app_state)
-                try:
-                    yield app_state
-                finally:
-                    live.remove(app_state)
+            await service.prune()
+            live.append(app_state)
+            yield app_state
         finally:
+            if app_state in live:
+                live.remove(app_state)
+            await client.aclose()
             if store is None:
                 await state_store.close()
 

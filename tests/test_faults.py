@@ -25,6 +25,8 @@ import anyio
 import httpx
 import pytest
 from helpers import (
+    INITIALIZE,
+    INITIALIZED,
     TEST_API_KEY,
     TEST_AUTH_TOKEN,
     TOOL,
@@ -639,7 +641,7 @@ def test_malformed_stdio_frames_never_stop_the_server_and_get_an_error_or_nothin
 
 
 @pytest.mark.anyio
-async def test_stdin_closing_with_a_paid_call_in_flight_leaves_the_ledger_covering_what_the_upstream_charged(
+async def test_stdin_closing_with_a_paid_call_in_flight_still_answers_it_and_the_ledger_covers_the_charge(
     tmp_path: Path, no_secret_leaks: list[str]
 ) -> None:
     fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY, latency=1.0)
@@ -664,10 +666,34 @@ async def test_stdin_closing_with_a_paid_call_in_flight_leaves_the_ledger_coveri
     charged, spent, _ = await ledger(tmp_path / "state")
     assert charged and "reserved" not in charged  # the in-flight reservation was settled, not left behind
     assert spent >= fake.charged  # the ledger equals or safely exceeds what the upstream charged
-    for line in wire.lines:  # the call got its answer, an error, or nothing — never a claim it was free
-        message = json.loads(line)
-        if message.get("id") == 2 and "result" in message:
-            assert message["result"]["structuredContent"]["credits"]["spent"] == 1
+    answers = [json.loads(line) for line in wire.lines]
+    answer = next(m for m in answers if m.get("id") == 2)  # answered before the server exited (stdin_drain)
+    assert answer["result"]["structuredContent"]["credits"]["spent"] == 1
+    assert answer["result"]["structuredContent"]["videos"][0]["video_id"] == VID
+
+
+def test_requests_piped_from_a_file_are_all_answered_before_the_server_exits(tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    lines = [
+        INITIALIZE,
+        INITIALIZED,
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        tool_call(3, {"video_ids": [VID]}),
+    ]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with requests.open("rb") as stdin:  # `keyapi-mcp --demo < requests.jsonl`: stdin is a regular file
+        proc = subprocess.run(
+            [sys.executable, "-m", "keyapi_mcp", "--demo"],
+            env=server_env(tmp_path, "http://127.0.0.1:9"),
+            cwd=tmp_path,
+            stdin=stdin,
+            capture_output=True,
+            timeout=PROCESS_TIMEOUT,
+        )
+    answers = {m.get("id"): m for m in map(json.loads, proc.stdout.splitlines())}
+    assert proc.returncode == 0
+    assert set(answers) >= {1, 2, 3}
+    assert not answers[3]["result"]["isError"]
 
 
 # ---------------------------------------------------------------------------------------------
