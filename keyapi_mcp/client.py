@@ -31,10 +31,9 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import httpx
 
 from keyapi_mcp import __version__
 from keyapi_mcp.domain import PAGE_SIZE, Attempt, Charged
@@ -47,6 +46,11 @@ from keyapi_mcp.errors import (
     UpstreamTimeout,
 )
 from keyapi_mcp.text import safe_token, upstream_said
+
+if TYPE_CHECKING:
+    # Imported where a request is made, not at start: most servers a chat starts never pay for a request, and
+    # httpx (with the modules it tries at import) is a visible share of the cold-start bar (bench/README.md).
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +176,8 @@ async def read_bounded(response: httpx.Response, limit: int | None = None) -> by
     The raw stream is inflated here with zlib's `max_length`, so a small compressed reply that would
     inflate to gigabytes (a "zip bomb") is stopped at `limit`, however much one compressed chunk holds.
     """
+    import httpx
+
     limit = MAX_BODY_BYTES if limit is None else limit
     if response.is_stream_consumed:  # built in memory (httpx.MockTransport, respx): already whole and decoded
         if len(response.content) > limit:
@@ -341,6 +347,8 @@ def classify_response(status: int, body: Any, *, retry_after: float | None = Non
 
 def classify_failure(exc: BaseException, status: int | None = None) -> Verdict:
     """Classify an attempt that produced no usable answer (connection, deadline, body problems)."""
+    import httpx
+
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         # Never reached the upstream: not charged, safe to retry.
         error = UpstreamError(
@@ -403,14 +411,14 @@ class KeyAPIClient:
         observe: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         """`observe` receives each request's duration in seconds (the metrics' upstream histogram)."""
-        self._http = http if isinstance(http, httpx.AsyncClient) else None
-        self._make_http = None if isinstance(http, httpx.AsyncClient) else http
+        # A client instance is not callable; a factory is.
+        self._make_http: Callable[[], httpx.AsyncClient] | None = http if callable(http) else None
+        self._http: httpx.AsyncClient | None = None if callable(http) else http
         self._observe = observe
         self._api_key = api_key
         self._url = base_url.rstrip("/") + ENDPOINT
         self._limiter = rate_limiter
         self.timeout_seconds = timeout_seconds
-        self._timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS))
         self._sleep = sleep
         self._clock = clock
         self._headers = {
@@ -489,13 +497,16 @@ class KeyAPIClient:
 
     async def _exchange(self, video_ids: Sequence[str], page_num: int) -> Verdict:
         """Send the GET and classify what came back, within one deadline from connect to last byte."""
+        import httpx
+
         params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
+        timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, CONNECT_TIMEOUT_SECONDS))
         status: int | None = None
         started = time.perf_counter()
         try:
             with anyio.fail_after(self.timeout_seconds):
                 async with self._client().stream(
-                    "GET", self._url, params=params, headers=self._headers, timeout=self._timeout
+                    "GET", self._url, params=params, headers=self._headers, timeout=timeout
                 ) as response:
                     status = response.status_code
                     body_bytes = await read_bounded(response)

@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.caching import CacheHint
@@ -46,6 +45,9 @@ from keyapi_mcp.schema import compact_schema
 from keyapi_mcp.service import ProductsService
 from keyapi_mcp.sizing import fit_text
 from keyapi_mcp.sqlite_store import SQLiteStore
+
+if TYPE_CHECKING:  # imported on the first paid request (see keyapi_mcp.client)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -377,12 +379,18 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
 
 
 def upstream_http_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """The one HTTP client for the upstream (made on the first paid request, closed with the server): as many
-    connections as tool calls may run at once."""
-    connections = max(32, settings.mcp_max_concurrent_calls)
+    """The one HTTP client for the upstream, made on the first paid request and closed with the server.
+
+    As many connections as tool calls may run at once; httpx's default of 20 kept alive, since its pool checks
+    every kept connection on each request. Certificates are loaded only for an https upstream: a plain
+    http:// one (loopback only, see `Settings.base_url`) has no TLS to verify, and the CA bundle costs memory.
+    """
+    import httpx
+
     return httpx.AsyncClient(
         transport=transport,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        limits=httpx.Limits(max_connections=max(32, settings.mcp_max_concurrent_calls)),
+        verify=settings.base_url.startswith("https://"),
         follow_redirects=False,
     )
 
