@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
+import httpx
 from mcp import Client
 from mcp_types import CallToolResult
 
@@ -169,3 +175,46 @@ def assert_protocol_only(lines: Sequence[bytes]) -> None:
     for line in lines:
         message = json.loads(line)
         assert isinstance(message, dict) and message.get("jsonrpc") == "2.0", line
+
+
+@contextmanager
+def http_server_process(
+    tmp_path: Path, env: dict[str, str], leaks: list[str], *args: str, timeout: float = 30.0
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m keyapi_mcp --transport http` on a free port with exactly `env`, stdout and stderr to a file.
+
+    Yields (process, base URL) once /healthz answers; on exit sends SIGTERM, waits, and appends the log to
+    `leaks` (the conftest's secret scan).
+    """
+    port = free_port()
+    log_path = tmp_path / f"http-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keyapi_mcp", "--transport", "http", "--port", str(port), *args],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the server did not answer /healthz"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        leaks.append(log_path.read_text(errors="replace"))

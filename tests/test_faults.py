@@ -32,7 +32,7 @@ from helpers import (
     TOOL,
     RawWire,
     connect,
-    free_port,
+    http_server_process,
     make_settings,
     parsed,
     text_of,
@@ -248,39 +248,8 @@ def server_env(tmp_path: Path, upstream_url: str, **extra: str) -> dict[str, str
 def http_process(
     tmp_path: Path, env: dict[str, str], leaks: list[str]
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`python -m keyapi_mcp --transport http` on a free port, stderr to a file; yields once /healthz answers."""
-    port = free_port()
-    log_path = tmp_path / f"http-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "keyapi_mcp", "--transport", "http", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + PROCESS_TIMEOUT
-        while True:
-            assert proc.poll() is None, log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "the server did not answer /healthz"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(PROCESS_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        leaks.append(log_path.read_text(errors="replace"))
+    with http_server_process(tmp_path, env, leaks, timeout=PROCESS_TIMEOUT) as served:
+        yield served
 
 
 def post_call(base: str, video_id: str, out: dict[str, Any], *, headers: dict[str, str] | None = None) -> None:

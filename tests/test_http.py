@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,7 +31,7 @@ from helpers import (
     TWELVE_ROWS,
     ZERO_VIEWS,
     assert_tool_error,
-    free_port,
+    http_server_process,
     make_settings,
     parsed,
     text_of,
@@ -434,40 +433,10 @@ def keyapi_mcp_process(
     tmp_path: Path, leaks: list[str], env: dict[str, str], *args: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`python -m keyapi_mcp --transport http` on a free port; yields (process, base URL) once /healthz answers."""
-    port = free_port()
-    log_path = tmp_path / f"server-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAPI_")}
     full_env.update({"KEYAPI_STATE_DIR": str(tmp_path / "state"), "KEYAPI_LOG_LEVEL": "DEBUG", **env})
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "keyapi_mcp", "--transport", "http", "--port", str(port), *args],
-            env=full_env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            assert proc.poll() is None, log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "the server did not answer /healthz"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STARTUP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        leaks.append(log_path.read_text(errors="replace"))
+    with http_server_process(tmp_path, full_env, leaks, *args, timeout=STARTUP_TIMEOUT) as served:
+        yield served
 
 
 @pytest.mark.anyio
