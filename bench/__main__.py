@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import anyio
 
 from bench import report
-from bench.common import BENCH_DIR
+from bench.common import BENCH_DIR, SERVER_PYTHON_VAR, runtime_environment
 
 SECTIONS = ("tokens", "credits", "stdio", "concurrency")
 
@@ -77,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "mcp", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    results = anyio.run(run, list(args.only or SECTIONS), args.quick)
+    sections = list(args.only or SECTIONS)
+    with tempfile.TemporaryDirectory(prefix="keyapi-bench-env-") as envdir:
+        if {"stdio", "concurrency"} & set(sections):
+            print("making a runtime-only environment for the measured servers ...", file=sys.stderr, flush=True)
+            os.environ[SERVER_PYTHON_VAR] = runtime_environment(Path(envdir))
+        results = anyio.run(run, sections, args.quick)
     bars = _all_bars(results)
     results["bars_missed"] = [name for name, ok in bars.items() if not ok]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,9 +46,41 @@ def keyapi_env(base_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+SERVER_PYTHON_VAR = "KEYAPI_BENCH_SERVER_PYTHON"
+
+
+def server_python() -> str:
+    """The interpreter the measured servers run on: the runtime-only environment `python -m bench` makes
+    (`runtime_environment`), else this one (the test suite's smoke run)."""
+    return os.environ.get(SERVER_PYTHON_VAR) or sys.executable
+
+
+def runtime_environment(workdir: Path) -> str:
+    """A virtual environment holding keyapi-mcp and only its runtime dependencies; returns its python.
+
+    Servers are measured as users run them (`uvx keyapi-mcp`, `pip install keyapi-mcp`): the development
+    environment also holds the test and bench tools (twine brings rich, pytest brings pygments), which
+    httpx's import tries to load for its command-line client, so they would count against keyapi-mcp's
+    start-up and memory and not against the minimal server, which never imports httpx. Built with uv,
+    byte-compiled as an install leaves it.
+    """
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    venv = workdir / "runtime-venv"
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NATIVE_TLS": "1"}
+    env.pop("VIRTUAL_ENV", None)
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, env=env)
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    subprocess.run(
+        [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python), str(BENCH_DIR.parent)],
+        check=True,
+        env=env,
+    )
+    return str(python)
+
+
 def keyapi_command() -> str:
-    """The installed `keyapi-mcp` console script of this interpreter's environment."""
-    beside = Path(sys.executable).with_name("keyapi-mcp")
+    """The installed `keyapi-mcp` console script beside the servers' interpreter."""
+    beside = Path(server_python()).with_name("keyapi-mcp")
     if beside.exists():
         return str(beside)
     found = shutil.which("keyapi-mcp")
@@ -61,10 +94,11 @@ def script(name: str) -> str:
 
 
 def python_env() -> dict[str, str]:
-    # The SDK's stdio client passes only a safe subset of the environment; keep the venv's interpreter
-    # finding its site-packages exactly as the parent does.
-    keep = {k: os.environ[k] for k in ("VIRTUAL_ENV", "PYTHONPATH") if k in os.environ}
-    return keep
+    # The SDK's stdio client passes only a safe subset of the environment. A runtime environment finds its
+    # own site-packages; this interpreter's venv is passed on for the smoke run.
+    if os.environ.get(SERVER_PYTHON_VAR):
+        return {}
+    return {k: os.environ[k] for k in ("VIRTUAL_ENV", "PYTHONPATH") if k in os.environ}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

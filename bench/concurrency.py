@@ -38,6 +38,7 @@ from bench.common import (
     median,
     python_env,
     script,
+    server_python,
 )
 from bench.naive_server import ENDPOINT
 from bench.stdio import single_page_videos
@@ -152,7 +153,7 @@ async def run(*, quick: bool = False) -> dict[str, Any]:
                 [keyapi_command(), "--transport", "http", "--host", "127.0.0.1", "--port"], keyapi_env_full, workdir
             ) as (keyapi_port, keyapi_proc),
             http_server(
-                [sys.executable, script("minimal_server.py"), "--delay", str(UPSTREAM_LATENCY), "--http"],
+                [server_python(), script("minimal_server.py"), "--delay", str(UPSTREAM_LATENCY), "--http"],
                 {"PATH": os.environ.get("PATH", ""), **python_env()},
                 workdir,
             ) as (minimal_port, minimal_proc),

@@ -15,7 +15,6 @@ The naive wrapper is measured alongside for reference.
 from __future__ import annotations
 
 import compileall
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -42,6 +41,7 @@ from bench.common import (
     percentile,
     python_env,
     script,
+    server_python,
 )
 from bench.naive_server import ENDPOINT
 from bench.wire import WireClient
@@ -55,12 +55,12 @@ def keyapi_params(base_url: str, state_dir: Path) -> StdioServerParameters:
 
 def naive_params(base_url: str, cwd: Path) -> StdioServerParameters:
     env = {**python_env(), "KEYAPI_API_KEY": BENCH_API_KEY, "KEYAPI_BASE_URL": base_url}
-    return StdioServerParameters(command=sys.executable, args=[script("naive_server.py")], env=env, cwd=str(cwd))
+    return StdioServerParameters(command=server_python(), args=[script("naive_server.py")], env=env, cwd=str(cwd))
 
 
 def minimal_params(cwd: Path) -> StdioServerParameters:
     return StdioServerParameters(
-        command=sys.executable, args=[script("minimal_server.py")], env=python_env(), cwd=str(cwd)
+        command=server_python(), args=[script("minimal_server.py")], env=python_env(), cwd=str(cwd)
     )
 
 

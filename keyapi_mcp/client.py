@@ -500,7 +500,13 @@ class KeyAPIClient:
         import httpx
 
         params = {"video_ids": ",".join(video_ids), "page_num": page_num, "page_size": PAGE_SIZE}
-        timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, CONNECT_TIMEOUT_SECONDS))
+        # Waiting for a pooled connection ends before the overall deadline, as a PoolTimeout: nothing was sent,
+        # so it is not charged and may be retried (a deadline passing later may have been charged).
+        timeout = httpx.Timeout(
+            self.timeout_seconds,
+            connect=min(self.timeout_seconds, CONNECT_TIMEOUT_SECONDS),
+            pool=self.timeout_seconds / 2,
+        )
         status: int | None = None
         started = time.perf_counter()
         try:

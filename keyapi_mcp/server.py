@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "keyapi-mcp"
 DEMO_API_KEY = "demo-key-not-secret"
 DEMO_BASE_URL = "https://demo.invalid"
+UPSTREAM_CONNECTIONS = 20
 
 INSTRUCTIONS = f"""\
 KeyAPI TikTok video commerce data. Use get_video_products to answer "which products does this TikTok \
@@ -381,15 +382,17 @@ def open_store(settings: Settings, *, demo: bool = False, clock: Callable[[], fl
 def upstream_http_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The one HTTP client for the upstream, made on the first paid request and closed with the server.
 
-    As many connections as tool calls may run at once; httpx's default of 20 kept alive, since its pool checks
-    every kept connection on each request. Certificates are loaded only for an https upstream: a plain
-    http:// one (loopback only, see `Settings.base_url`) has no TLS to verify, and the CA bundle costs memory.
+    At most `UPSTREAM_CONNECTIONS`, all kept alive: httpcore's pool examines every connection it holds on each
+    request, so a pool sized to the call cap costs more CPU per request than the waits it saves (the HTTP
+    throughput figure of bench/README.md); `KEYAPI_MAX_RPS` (5 by default) keeps fewer in use anyway.
+    Certificates are loaded only for an https upstream: a plain http:// one (loopback only, see
+    `Settings.base_url`) has no TLS to verify, and the CA bundle costs memory.
     """
     import httpx
 
     return httpx.AsyncClient(
         transport=transport,
-        limits=httpx.Limits(max_connections=max(32, settings.mcp_max_concurrent_calls)),
+        limits=httpx.Limits(max_connections=UPSTREAM_CONNECTIONS, max_keepalive_connections=UPSTREAM_CONNECTIONS),
         verify=settings.base_url.startswith("https://"),
         follow_redirects=False,
     )
