@@ -4,7 +4,7 @@ Clients cap what a tool may return (some at 25k tokens) and every token of an an
 model pays for. The count is estimated here without a tokenizer (none is a run-time dependency): each
 piece of text is charged at least what a BPE tokenizer spends on it in the worst case this text meets
 (ids and numbers, random-looking URL parts, user text in any script), so the estimate stays above the
-real count; README.md (Benchmarks, "Output budget") gives the calibration against the bench's tokenizer, and
+real count; bench/README.md ("Output budget") gives the calibration against the bench's tokenizer, and
 tests/test_sizing.py checks it.
 
 When the full text does not fit, the view narrows step by step, least useful first: the media line of

@@ -41,7 +41,7 @@ def settings_for(**overrides: Any) -> Any:
 
 
 def test_the_estimate_is_above_the_bench_tokenizers_count_for_every_kind_of_answer_text():
-    """The calibration that README.md's "Output budget" reports, as a test (synthetic data as the bench's)."""
+    """The calibration that bench/README.md's "Output budget" reports, as a test (synthetic data as the bench's)."""
     ratios = []
     for seed in range(3):
         for n in (1, 10, 50):
