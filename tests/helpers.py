@@ -37,6 +37,7 @@ THREE_ROWS = "9000000000000000001"  # 3 products
 TWELVE_ROWS = "9000000000000000002"  # 12 products: two upstream pages
 ZERO_VIEWS = "9000000000000000003"  # 0 views: engagement and per-1k metrics are null
 NO_PRODUCTS = "9000000000000000004"  # no products: reported under `not_found`
+RESELLS = "9000000000000000005"  # 3 products also sold through THREE_ROWS and TWELVE_ROWS (totals across videos)
 
 OFFLINE_URL = "http://127.0.0.1:9"  # never contacted: tests using it inject a transport
 
