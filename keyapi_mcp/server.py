@@ -1,9 +1,10 @@
-"""The MCP surface: `build_server(settings)` registers two thin tools over `ProductsService`.
+"""The MCP surface: `build_server(settings)` registers the two tools, the resources, the prompts and the
+MCP Apps view over one `ProductsService`.
 
 Each tool is: validate arguments (the SDK, strictly) → `ProductsService` (cache, budget, upstream) →
-`format` (result model and compact text). Failures a model can act on are raised as domain errors and
-become `ToolError` text `[code] what happened. what to do.` in `KeyAPIMCPServer.call_tool` — in mcp 2.x
-only that text reaches the model.
+`format`/`analysis`/`sizing` (result model and compact text). Failures a model can act on are raised as
+domain errors and become `ToolError` text `[code] what happened. what to do.` in
+`KeyAPIMCPServer.call_tool` — in mcp 2.x only that text reaches the model.
 """
 
 from __future__ import annotations
@@ -441,8 +442,8 @@ def build_server(
             daily_limit=settings.daily_credit_limit,
             cache_ttl=settings.cache_ttl_seconds,
             user_daily_limit=settings.user_daily_credit_limit,
+            metrics=metrics,
         )
-        service.metrics = metrics
         app_state = AppState(settings=settings, service=service, demo=demo)
         try:
             await service.prune()

@@ -67,8 +67,6 @@ class CallBudget:
     reservation stays counted (as possibly spent) and the failure is reported in `unrecorded`.
     """
 
-    metrics: Metrics = NO_METRICS
-
     def __init__(
         self,
         store: Store,
@@ -78,8 +76,10 @@ class CallBudget:
         cap_source: str,
         caller: str = LOCAL_CALLER,
         user_limit: int = 0,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.cap = cap
         self.daily_limit = daily_limit
         self.cap_source = cap_source
@@ -160,8 +160,6 @@ def group_rows(ids: Sequence[str], rows: Sequence[Any]) -> tuple[dict[str, list[
 
 
 class ProductsService:
-    metrics: Metrics = NO_METRICS
-
     def __init__(
         self,
         store: Store,
@@ -171,8 +169,10 @@ class ProductsService:
         daily_limit: int,
         cache_ttl: float,
         user_daily_limit: int = 0,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.client = client
         self.max_credits_per_call = max_credits_per_call
         self.daily_limit = daily_limit
@@ -191,16 +191,15 @@ class ProductsService:
                 self.max_credits_per_call,
                 f"KEYAPI_MAX_CREDITS_PER_CALL={self.max_credits_per_call}",
             )
-        budget = CallBudget(
+        return CallBudget(
             self.store,
             cap=cap,
             daily_limit=self.daily_limit,
             cap_source=source,
             caller=caller,
             user_limit=self.user_daily_limit,
+            metrics=self.metrics,
         )
-        budget.metrics = self.metrics
-        return budget
 
     async def fetch(
         self,
