@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import socket
 import sys
@@ -52,6 +51,7 @@ from keyapi_mcp.http_guards import (
     StatelessGetMiddleware,
     head_timeout_protocol,
     keep_sse_streams_through_shutdown,
+    send_json,
 )
 from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics, metrics_endpoint
 
@@ -157,24 +157,15 @@ class BearerAuthMiddleware:
         challenge = 'Bearer realm="keyapi-mcp"'
         if reason == "invalid":
             challenge += ', error="invalid_token"'
-        body = json.dumps(
+        await send_json(
+            send,
+            401,
             {
                 "error": "unauthorized",
                 "error_description": "Send 'Authorization: Bearer <KEYAPI_MCP_AUTH_TOKEN>' with every request.",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", challenge.encode()),
-                ],
-            }
+            },
+            [(b"www-authenticate", challenge.encode())],
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 async def _healthz(_: Request) -> JSONResponse:

@@ -89,7 +89,8 @@ def head_timeout_protocol(seconds: float) -> type[H11Protocol]:
     return HeadTimeoutH11Protocol
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+async def send_json(send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    """Answer with a small JSON body straight from the ASGI layer (refusals made before the app runs)."""
     body = json.dumps(payload).encode()
     await send(
         {
@@ -136,7 +137,7 @@ class BodyDeadlineMiddleware:
         if deadline.cancelled_caught:
             client = scope.get("client") or ("?", 0)
             log.info("request body from %s not received within %.0f s: 408", client[0], self.seconds)
-            await _send_json(
+            await send_json(
                 send,
                 408,
                 {"error": "request_timeout", "error_description": "The request body did not arrive in time."},
@@ -164,7 +165,7 @@ class StatelessGetMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == self.path:
-            await _send_json(
+            await send_json(
                 send,
                 405,
                 {
