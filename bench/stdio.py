@@ -302,6 +302,6 @@ async def run(*, quick: bool = False) -> dict[str, Any]:
         return {
             "latency_50ms": realistic,
             "latency": await latency(20 if quick else 200, workdir),  # upstream at 0 ms: information
-            "cold_start": await cold_start(3 if quick else 11, workdir),
+            "cold_start": await cold_start(3 if quick else 21, workdir),
             "memory": await memory(100 if quick else 1000, workdir),
         }
