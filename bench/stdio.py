@@ -297,11 +297,11 @@ REALISTIC_UPSTREAM_LATENCY = 0.050
 async def run(*, quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keyapi-bench-") as tmp:
         workdir = Path(tmp)
-        realistic = await latency(10 if quick else 80, workdir, upstream_latency=REALISTIC_UPSTREAM_LATENCY)
+        realistic = await latency(10 if quick else 120, workdir, upstream_latency=REALISTIC_UPSTREAM_LATENCY)
         realistic["bars"] = latency_bars(realistic)
         return {
             "latency_50ms": realistic,
             "latency": await latency(20 if quick else 200, workdir),  # upstream at 0 ms: information
-            "cold_start": await cold_start(3 if quick else 21, workdir),
+            "cold_start": await cold_start(3 if quick else 41, workdir),
             "memory": await memory(100 if quick else 1000, workdir),
         }
