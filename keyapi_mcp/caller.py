@@ -27,8 +27,9 @@ from contextvars import ContextVar
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
+from keyapi_mcp.domain import LOCAL_CALLER
+
 STATIC_CALLER = "static"
-LOCAL_CALLER = "local"
 # Identities are stored in the ledger and used in Redis key names: long or odd ones are cut, not refused.
 MAX_CALLER_CHARS = 200
 

@@ -18,7 +18,7 @@ from keyapi_mcp.errors import DailyLimitReached, UserLimitReached
 PAGE_SIZE = 10  # the upstream maximum: the fewest credits for a given number of rows
 LEDGER_KEEP_DAYS = 35
 COUNTED = ("reserved", "yes", "uncertain")  # ledger states that count against a limit
-LOCAL_CALLER = "local"  # the one caller of a server without auth (see keyapi_mcp.caller)
+LOCAL_CALLER = "local"  # the caller of a server without auth: stdio, or HTTP on loopback (keyapi_mcp.caller)
 
 Charged = Literal["yes", "no", "uncertain"]
 Clock = Callable[[], float]

@@ -31,7 +31,7 @@ from keyapi_mcp.models import (
     parse_rows,
     split_hashtags,
 )
-from keyapi_mcp.text import clean_text, quote_untrusted
+from keyapi_mcp.text import clean_text, quote_untrusted, safe_token
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -59,13 +59,9 @@ def _clean_url(value: str | None) -> str | None:
     return text if text and _URL_RE.match(text) else None
 
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
-
-
 def _clean_token(value: str | None, limit: int) -> str | None:
     """Untrusted short code (region, ratio), rendered undelimited: kept only as one word, e.g. "US", "540p"."""
-    text = clean_text(value, limit)
-    return text if text and len(text) <= limit and _TOKEN_RE.match(text) else None
+    return safe_token(clean_text(value, limit), limit)
 
 
 def _first(rows: Sequence[UpstreamRow], attr: str) -> object:

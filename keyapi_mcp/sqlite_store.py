@@ -209,7 +209,7 @@ class SQLiteStore:
             # One conditional INSERT checking both limits: the counts and the insert run under the write lock
             # of a single statement, so concurrent callers in any process can never both take the last credit
             # of the day or of one caller.
-            counted = "charged IN ('reserved', 'yes', 'uncertain')"  # COUNTED
+            counted = "charged IN (" + ", ".join(f"'{state}'" for state in COUNTED) + ")"
             cur = conn.execute(
                 "INSERT INTO ledger(at, day, ids_count, page, outcome, charged, pid, caller) "
                 "SELECT :at, :day, :ids, :page, 'in_flight', 'reserved', :pid, :caller "
