@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, synthetic_dataset
+from keyapi_mcp.upstream.demo import FakeUpstream
+from tests.fakes import FakeUpstreamServer, synthetic_dataset
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCH_API_KEY = "bench-fake-key-not-a-secret"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, synthetic_dataset
+from keyapi_mcp.upstream.demo import FakeUpstream
+from tests.fakes import FakeUpstreamServer, synthetic_dataset
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from bench.common import BENCH_API_KEY
 from keyapi_mcp.config import load_settings
-from keyapi_mcp.server import KeyAPIMCPServer, build_server
-from keyapi_mcp.sqlite_store import SQLiteStore
+from keyapi_mcp.server import build_server
+from keyapi_mcp.state.sqlite_store import SQLiteStore
+from keyapi_mcp.surface.calls import KeyAPIMCPServer
 
 
 def keyapi_server(base_url: str) -> KeyAPIMCPServer:

@@ -15,6 +15,7 @@ import sys
 from keyapi_mcp import __version__
 
 EXIT_CONFIG = 2
+log = logging.getLogger(__name__)
 EPILOG = """\
 environment (or .env):
   KEYAPI_API_KEY               bearer key for KeyAPI (without it, paid calls answer [missing_api_key])
@@ -89,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"keyapi-mcp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.secret_values())
-    log = logging.getLogger("keyapi_mcp")
 
-    from keyapi_mcp.server import build_server, open_store  # the SDK: after the settings, reported at once
+    from keyapi_mcp.server import build_server, open_store
 
     try:
         store = open_store(settings, demo=args.demo)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = build_server(settings, demo=args.demo, store=store)
     if args.transport == "http":
-        from keyapi_mcp.http import run_http
+        from keyapi_mcp.transport.http import run_http
 
         try:
             run_http(server, settings, host=args.host, port=args.port)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "(see README); press Ctrl-C to quit.",
             file=sys.stderr,
         )
-    from keyapi_mcp.stdin_drain import drain_stdin_at_eof
+    from keyapi_mcp.transport.stdio import drain_stdin_at_eof
 
     drain_stdin_at_eof(lambda: server.calls_in_flight)  # calls received before stdin closes are answered
     with contextlib.suppress(KeyboardInterrupt):

@@ -181,21 +181,7 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be an absolute http(s) URL such as https://api.keyapi.ai")
-        try:
-            parts.port  # noqa: B018 -- urlsplit checks the port lazily; a bad one must fail at start, not per request
-        except ValueError:
-            raise ValueError("has an invalid port (expected a number up to 65535)") from None
-        if any(ch.isspace() or not ch.isprintable() for ch in value):
-            raise ValueError("must not contain spaces or control characters")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must be a bare origin (no credentials, query or fragment)")
-        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-            raise ValueError("plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://")
-        return value
+        return _checked_url(value.strip().rstrip("/"), example="https://api.keyapi.ai", origin_only=True)
 
     def secret_values(self) -> tuple[str, ...]:
         """The secrets this process holds, for the log redaction (`keyapi_mcp.logsafety`)."""
@@ -211,19 +197,24 @@ class Settings(BaseSettings):
         return self.mcp_oauth_issuer is not None and self.mcp_resource_url is not None
 
 
-def _checked_url(value: str, *, example: str) -> str:
-    """An absolute https URL, or http on a loopback host (a local test IdP); no credentials or fragment."""
+def _checked_url(value: str, *, example: str, origin_only: bool = False) -> str:
+    """An absolute https URL, or http on a loopback host (a local test IdP or upstream); no credentials or
+    fragment. `origin_only` also refuses a query: the upstream base URL gets the endpoint path appended."""
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"must be an absolute https URL such as {example}")
+        raise ValueError(f"must be an absolute http(s) URL such as {example}")
     try:
-        parts.port  # noqa: B018 -- urlsplit checks the port lazily
+        parts.port  # noqa: B018 -- urlsplit checks the port lazily; a bad one must fail at start, not per request
     except ValueError:
         raise ValueError("has an invalid port (expected a number up to 65535)") from None
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError("must not contain spaces or control characters")
-    if parts.fragment or parts.username or parts.password:
-        raise ValueError("must not contain credentials or a #fragment")
+    if parts.fragment or parts.username or parts.password or (origin_only and parts.query):
+        raise ValueError(
+            "must be a bare origin (no credentials, query or fragment)"
+            if origin_only
+            else "must not contain credentials or a #fragment"
+        )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError("plain http:// is only accepted for loopback hosts (127.0.0.1, localhost); use https://")
     return value

@@ -42,12 +42,15 @@ MCPB="$TOOLS/node_modules/@anthropic-ai/mcpb/dist/cli/cli.js"
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
 cp mcpb/manifest.json mcpb/icon.png pyproject.toml README.md LICENSE "$STAGE/"
-mkdir -p "$STAGE/server" "$STAGE/keyapi_mcp"
+mkdir -p "$STAGE/server"
 cp mcpb/server/main.py "$STAGE/server/"
-cp keyapi_mcp/*.py "$STAGE/keyapi_mcp/"
-mkdir -p "$STAGE/keyapi_mcp/ui"
-cp keyapi_mcp/ui/* "$STAGE/keyapi_mcp/ui/"  # the MCP Apps view and the icon (keyapi_mcp/app.py)
-if [ -f keyapi_mcp/py.typed ]; then cp keyapi_mcp/py.typed "$STAGE/keyapi_mcp/"; fi
+# The package as the wheel holds it: every module of every wing, and the MCP Apps view and icon
+# (keyapi_mcp/surface/ui/, served by keyapi_mcp/surface/app.py); never caches.
+(cd keyapi_mcp && find . -type f \( -name '*.py' -o -path './surface/ui/*' -o -name py.typed \) -not -path '*/__pycache__/*' -print) |
+  while IFS= read -r file; do
+    mkdir -p "$STAGE/keyapi_mcp/$(dirname "$file")"
+    cp "keyapi_mcp/$file" "$STAGE/keyapi_mcp/$file"
+  done
 
 "$NODE" "$MCPB" validate "$STAGE/manifest.json"
 mkdir -p "$OUT"

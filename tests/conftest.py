@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import TEST_API_KEY, TEST_AUTH_TOKEN
 from installs import Dist, Installed, build_dist, install_wheel, uv_env
 from mcp import Client
 from redis_proc import RedisProcess, redis_server_binary
 
-from keyapi_mcp import client as client_module
-from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, demo_dataset
+from keyapi_mcp.upstream import client as client_module
+from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset
 
 SECRETS = (TEST_API_KEY, TEST_AUTH_TOKEN)
 

@@ -25,7 +25,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 
 from keyapi_mcp.config import Settings
-from keyapi_mcp.models import VideoProductsResult
+from keyapi_mcp.presentation.models import VideoProductsResult
 from keyapi_mcp.server import build_server
 
 TEST_API_KEY = "sk_live_TESTKEY_must_never_leak_0123456789"

@@ -11,12 +11,12 @@ import logging
 import os
 import sys
 
+from fakes import TokenMapVerifier
 from mcp.server.auth.settings import AuthSettings
 
-from keyapi_mcp.caller import TokenMapVerifier
 from keyapi_mcp.config import load_settings
-from keyapi_mcp.http import run_http
 from keyapi_mcp.server import build_server
+from keyapi_mcp.transport.http import run_http
 
 
 def main() -> None:

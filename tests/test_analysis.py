@@ -17,11 +17,12 @@ from helpers import TOOL, connect, make_settings, parsed, text_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyapi_mcp.analysis import day_totals, product_totals, region_totals, with_product_totals
-from keyapi_mcp.domain import DayUsage, FetchOutcome, VideoData
-from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
-from keyapi_mcp.format import build_result, render_text
-from keyapi_mcp.models import VideoProductsResult
+from keyapi_mcp.core.domain import DayUsage, FetchOutcome, VideoData
+from keyapi_mcp.presentation.build import build_result
+from keyapi_mcp.presentation.models import VideoProductsResult
+from keyapi_mcp.presentation.render import render_text
+from keyapi_mcp.presentation.totals import day_totals, product_totals, region_totals, with_product_totals
+from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset, mock_transport
 
 PRODUCTS = [f"17294222289221437{n:02d}" for n in range(8)]  # a small pool, so products recur across videos
 REGIONS = ["US", "GB", "ID", None]

@@ -29,11 +29,11 @@ from mcp.client.extension import advertise
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from keyapi_mcp.app import PRODUCTS_VIEW_URI, VIEW_NOTE, icons
 from keyapi_mcp.config import Settings
-from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID
-from keyapi_mcp.format import render_text
+from keyapi_mcp.presentation.render import render_text
 from keyapi_mcp.server import build_server
+from keyapi_mcp.surface.app import PRODUCTS_VIEW_URI, VIEW_NOTE, icons
+from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -20,19 +20,7 @@ import respx
 from helpers import TEST_API_KEY
 
 from keyapi_mcp import __version__
-from keyapi_mcp import client as client_module
-from keyapi_mcp.client import (
-    BACKOFF_BASE_SECONDS,
-    BACKOFF_MAX_SECONDS,
-    ENDPOINT,
-    MAX_ATTEMPTS,
-    RETRY_BUDGET_SECONDS,
-    KeyAPIClient,
-    RateLimiter,
-    backoff_seconds,
-    retry_after_seconds,
-)
-from keyapi_mcp.domain import PAGE_SIZE, Attempt
+from keyapi_mcp.core.domain import ENDPOINT, PAGE_SIZE, Attempt
 from keyapi_mcp.errors import (
     BudgetExceeded,
     KeyAPIError,
@@ -41,6 +29,17 @@ from keyapi_mcp.errors import (
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
+)
+from keyapi_mcp.upstream import client as client_module
+from keyapi_mcp.upstream.client import (
+    BACKOFF_BASE_SECONDS,
+    BACKOFF_MAX_SECONDS,
+    MAX_ATTEMPTS,
+    RETRY_BUDGET_SECONDS,
+    KeyAPIClient,
+    RateLimiter,
+    backoff_seconds,
+    retry_after_seconds,
 )
 
 pytestmark = pytest.mark.anyio

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from fakes import FakeUpstreamServer, synthetic_dataset
 from helpers import (
     RESET_AT,
     T0,
@@ -38,10 +39,10 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult
 
-from keyapi_mcp.domain import PAGE_SIZE
-from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, mock_transport, synthetic_dataset
-from keyapi_mcp.models import CreditUsage, VideoProductsResult
-from keyapi_mcp.sqlite_store import SQLiteStore
+from keyapi_mcp.core.domain import PAGE_SIZE
+from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
+from keyapi_mcp.state.sqlite_store import SQLiteStore
+from keyapi_mcp.upstream.demo import FakeUpstream, mock_transport
 
 pytestmark = pytest.mark.anyio
 
@@ -191,9 +192,10 @@ KILLED_WORKER = textwrap.dedent(
     import asyncio, os, sys
     from pathlib import Path
     import httpx
-    from keyapi_mcp.client import KeyAPIClient, RateLimiter
-    from keyapi_mcp.service import ProductsService
-    from keyapi_mcp.sqlite_store import SQLiteStore
+    from keyapi_mcp.upstream.client import KeyAPIClient, RateLimiter
+    from keyapi_mcp.core.budget import CallLimits
+    from keyapi_mcp.core.service import ProductsService
+    from keyapi_mcp.state.sqlite_store import SQLiteStore
 
     async def main():
         store = SQLiteStore.in_dir(Path(sys.argv[1]))
@@ -201,7 +203,7 @@ KILLED_WORKER = textwrap.dedent(
             client = KeyAPIClient(
                 http, api_key=os.environ["KEYAPI_API_KEY"], base_url=sys.argv[2], rate_limiter=RateLimiter(1000.0)
             )
-            service = ProductsService(store, client, max_credits_per_call=5, daily_limit=1, cache_ttl=3600)
+            service = ProductsService(store, client, CallLimits(per_call=5, daily=1), cache_ttl=3600)
             await service.fetch(sys.argv[3:])
 
     asyncio.run(main())

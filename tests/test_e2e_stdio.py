@@ -13,12 +13,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, RawWire, parsed, text_of, tool_call
 from mcp import Client, StdioServerParameters
 
 from keyapi_mcp import __version__
-from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, FakeUpstreamServer, demo_dataset
-from keyapi_mcp.models import CreditUsage
+from keyapi_mcp.presentation.models import CreditUsage
+from keyapi_mcp.upstream.demo import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, demo_dataset
 
 PROCESS_TIMEOUT = 20.0
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from keyapi_mcp.domain import DayUsage, FetchOutcome, VideoData
-from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, demo_dataset
-from keyapi_mcp.format import DEMO_BANNER, TOP_PRODUCTS, build_result, build_video, render_text
-from keyapi_mcp.models import VideoProductsResult
+from keyapi_mcp.core.domain import DayUsage, FetchOutcome, VideoData
+from keyapi_mcp.presentation.build import TOP_PRODUCTS, build_result, build_video
+from keyapi_mcp.presentation.models import VideoProductsResult
+from keyapi_mcp.presentation.render import DEMO_BANNER, render_text
+from keyapi_mcp.upstream.demo import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, demo_dataset
 
 FETCHED_AT = 1_761_700_000.0  # 2025-10-29
 DOC_PRODUCT = DOCUMENTED_ROW["product_id"]

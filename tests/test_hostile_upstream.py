@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
-from keyapi_mcp.models import UpstreamRow
-from keyapi_mcp.sqlite_store import SQLiteStore
-from keyapi_mcp.text import MAX_TEXT_CHARS
+from keyapi_mcp.core.rows import UpstreamRow
+from keyapi_mcp.core.text import MAX_TEXT_CHARS
+from keyapi_mcp.state.sqlite_store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

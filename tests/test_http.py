@@ -23,6 +23,7 @@ import httpx
 import httpx2
 import psutil
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import (
     TEST_API_KEY,
     TEST_AUTH_TOKEN,
@@ -44,14 +45,15 @@ from starlette.websockets import WebSocketDisconnect
 
 from keyapi_mcp import __main__ as cli
 from keyapi_mcp import __version__
-from keyapi_mcp.concurrency import CallSlots
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import HttpConfigError
-from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID, FakeUpstream, FakeUpstreamServer, demo_dataset, mock_transport
-from keyapi_mcp.http import build_http_app, check_http_config, transport_security, uvicorn_server
-from keyapi_mcp.models import VideoProductsResult
-from keyapi_mcp.server import KeyAPIMCPServer, build_server
-from keyapi_mcp.sqlite_store import SQLiteStore
+from keyapi_mcp.presentation.models import VideoProductsResult
+from keyapi_mcp.server import build_server
+from keyapi_mcp.state.sqlite_store import SQLiteStore
+from keyapi_mcp.surface.calls import KeyAPIMCPServer
+from keyapi_mcp.surface.slots import CallSlots
+from keyapi_mcp.transport.http import build_http_app, check_http_config, transport_security, uvicorn_server
+from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID, FakeUpstream, demo_dataset, mock_transport
 
 DEMO_IDS = [DOCUMENTED_VIDEO_ID, THREE_ROWS, TWELVE_ROWS, ZERO_VIEWS]
 MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}

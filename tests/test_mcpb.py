@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import OFFLINE_URL, TEST_API_KEY, connect, make_settings, parsed
 from installs import INSTALL_TIMEOUT, REPO, VERSION, run, user_settings, uv_binary
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from keyapi_mcp.config import Settings
-from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID, FakeUpstreamServer
-from keyapi_mcp.models import CreditUsage
+from keyapi_mcp.presentation.models import CreditUsage
+from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID
 
 MANIFEST = json.loads((REPO / "mcpb" / "manifest.json").read_text(encoding="utf-8"))
 LAUNCH_TIMEOUT = 180.0  # uv builds the bundled source and installs its dependencies on the first start

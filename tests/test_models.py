@@ -6,17 +6,11 @@ import math
 
 import pytest
 
+from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
+from keyapi_mcp.core.rows import MAX_HASHTAGS, UpstreamRow, parse_rows, split_hashtags
+from keyapi_mcp.core.text import MAX_TEXT_CHARS, clean_text
 from keyapi_mcp.errors import InvalidInput
-from keyapi_mcp.fake_upstream import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID
-from keyapi_mcp.models import (
-    MAX_HASHTAGS,
-    MAX_VIDEO_IDS,
-    UpstreamRow,
-    normalize_video_ids,
-    parse_rows,
-    split_hashtags,
-)
-from keyapi_mcp.text import MAX_TEXT_CHARS, clean_text
+from keyapi_mcp.upstream.demo import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID
 
 DOC_ID = DOCUMENTED_VIDEO_ID
 OTHER_ID = "7300000000000000001"

@@ -33,14 +33,14 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from oidc_proc import OIDCProvider, SigningKey, install_oidc_provider
 
-from keyapi_mcp.auth import JWKSCache, JWTVerifier, metadata_urls
-from keyapi_mcp.caller import STATIC_CALLER, current_caller
 from keyapi_mcp.config import Settings, load_settings
 from keyapi_mcp.errors import AuthServerUnavailable, ConfigError
-from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
-from keyapi_mcp.http import build_http_app, check_http_config, uvicorn_server
 from keyapi_mcp.server import build_server
-from keyapi_mcp.sqlite_store import SQLiteStore
+from keyapi_mcp.state.sqlite_store import SQLiteStore
+from keyapi_mcp.surface.caller import STATIC_CALLER, current_caller
+from keyapi_mcp.transport.http import build_http_app, check_http_config, uvicorn_server
+from keyapi_mcp.transport.oauth import JWKSCache, JWTVerifier, metadata_urls
+from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset, mock_transport
 
 OTHER_RESOURCE = "https://other.example/mcp"
 SCOPE = "keyapi:read"
@@ -267,7 +267,7 @@ FORGED_CASES = {
 def test_invalid_tokens_get_401_with_the_challenge_and_spend_nothing(
     idp: OIDCProvider, resource: str, mcp_port: int, caplog: pytest.LogCaptureFixture
 ):
-    caplog.set_level(logging.INFO, logger="keyapi_mcp.auth")
+    caplog.set_level(logging.INFO, logger="keyapi_mcp.transport.oauth")
     tokens = {case: forged(idp, resource, case) for case in FORGED_CASES}
     tokens["token for another resource"] = idp.client_credentials_token(OTHER_RESOURCE, SCOPE)
     with serving(oauth_settings(idp.issuer, resource), mcp_port) as served:

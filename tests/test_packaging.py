@@ -17,12 +17,13 @@ from email.parser import HeaderParser
 from pathlib import Path
 
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import TEST_API_KEY, THREE_ROWS, TOOL, parsed, text_of
 from installs import REPO, VERSION, Dist, Installed, run, uvx_binary
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID, FakeUpstreamServer
+from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID
 
 PROCESS_TIMEOUT = 30.0
 UVX_TIMEOUT = 180.0  # uvx installs the wheel's dependencies into its own environment first
@@ -38,9 +39,11 @@ def test_the_wheel_holds_only_the_package_and_its_metadata(dist: Dist):
     top = {name.split("/")[0] for name in names}
     assert top == {"keyapi_mcp", f"keyapi_mcp-{VERSION}.dist-info"}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    # The Python modules and the files the MCP Apps view serves (keyapi_mcp/ui/), nothing else.
-    sources = {p.name for p in (REPO / "keyapi_mcp").glob("*.py")} | {
-        f"ui/{p.name}" for p in (REPO / "keyapi_mcp" / "ui").iterdir() if p.is_file()
+    # The Python modules of every wing and the files the MCP Apps view serves (keyapi_mcp/surface/ui/), nothing
+    # else: no test tool ships (they live in tests/).
+    package = REPO / "keyapi_mcp"
+    sources = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if "__pycache__" not in p.parts} | {
+        f"surface/ui/{p.name}" for p in (package / "surface" / "ui").iterdir() if p.is_file()
     }
     assert {n.removeprefix("keyapi_mcp/") for n in names if n.startswith("keyapi_mcp/")} == sources
     assert f"keyapi_mcp-{VERSION}.dist-info/licenses/LICENSE" in names

@@ -23,16 +23,17 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import FakeUpstreamServer, synthetic_dataset
 from helpers import TOOL, Clock, assert_tool_error, connect, make_settings, parsed, text_of
 from redis_proc import RedisProcess
 
-from keyapi_mcp.client import KeyAPIClient, RateLimiter
+from keyapi_mcp.core.domain import Attempt, Reservation
 from keyapi_mcp.diagnose import state_open_failure
-from keyapi_mcp.domain import Attempt, Reservation
 from keyapi_mcp.errors import StateStoreError, StoreOpenError
-from keyapi_mcp.fake_upstream import FakeUpstream, FakeUpstreamServer, synthetic_dataset
-from keyapi_mcp.redis_store import RedisStore
-from keyapi_mcp.sqlite_store import DB_FILENAME, SQLiteStore
+from keyapi_mcp.state.redis_store import RedisStore
+from keyapi_mcp.state.sqlite_store import DB_FILENAME, SQLiteStore
+from keyapi_mcp.upstream.client import KeyAPIClient, RateLimiter
+from keyapi_mcp.upstream.demo import FakeUpstream
 
 pytestmark = pytest.mark.anyio
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult
 
-from keyapi_mcp.fake_upstream import FakeUpstream, demo_dataset, mock_transport
-from keyapi_mcp.models import CreditUsage
+from keyapi_mcp.presentation.models import CreditUsage
+from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset, mock_transport
 
 pytestmark = pytest.mark.anyio
 

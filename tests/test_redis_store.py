@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import THREE_ROWS, TOOL, TWELVE_ROWS, assert_tool_error, connect, free_port, make_settings, parsed
 from redis_proc import RedisProcess, redis_server_binary
 
 from keyapi_mcp.config import Settings
-from keyapi_mcp.domain import Attempt
+from keyapi_mcp.core.domain import Attempt
 from keyapi_mcp.errors import StateStoreError
-from keyapi_mcp.fake_upstream import FakeUpstreamServer
-from keyapi_mcp.redis_store import RedisStore, redact_url
 from keyapi_mcp.server import open_store
+from keyapi_mcp.state.redis_store import RedisStore, redact_url
 
 pytestmark = pytest.mark.anyio
 
@@ -165,7 +165,7 @@ async def test_every_method_fails_closed_naming_the_store_when_redis_is_unreacha
 
 
 def _reservation() -> Any:
-    from keyapi_mcp.domain import Reservation
+    from keyapi_mcp.core.domain import Reservation
 
     return Reservation(id="gone", day="2026-03-10")
 

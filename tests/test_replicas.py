@@ -14,11 +14,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import NO_PRODUCTS, TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, assert_tool_error, parsed
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult
-
-from keyapi_mcp.fake_upstream import FakeUpstreamServer
 
 pytestmark = pytest.mark.anyio
 

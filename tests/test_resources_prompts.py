@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import NO_PRODUCTS, THREE_ROWS, TOOL, TWELVE_ROWS, connect, links_of, make_settings, parsed, text_of
 from mcp.shared.exceptions import MCPError
 from mcp_types import PromptReference, ResourceTemplateReference
 
-from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID, FakeUpstream, FakeUpstreamServer, demo_dataset
-from keyapi_mcp.models import CreditUsage, VideoOut
+from keyapi_mcp.presentation.models import CreditUsage, VideoOut
+from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID, FakeUpstream, demo_dataset
 
 pytestmark = pytest.mark.anyio
 

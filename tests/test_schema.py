@@ -11,9 +11,9 @@ from helpers import NO_PRODUCTS, TOOL, ZERO_VIEWS, connect
 from jsonschema.validators import validator_for
 
 from keyapi_mcp.config import Settings
-from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID
-from keyapi_mcp.models import CreditUsage, VideoProductsResult
-from keyapi_mcp.schema import compact_schema
+from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
+from keyapi_mcp.surface.schema import compact_schema
+from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID
 
 pytestmark = pytest.mark.anyio
 

@@ -8,16 +8,19 @@ import re
 from typing import Any
 
 import pytest
+from fakes import synthetic_dataset
 from helpers import TOOL, connect, links_of, make_settings, parsed, text_of
 
 from bench.tokens import count_tokens
-from keyapi_mcp.analysis import with_product_totals
-from keyapi_mcp.config import ConfigError, load_settings
-from keyapi_mcp.domain import DayUsage, FetchOutcome, VideoData
-from keyapi_mcp.fake_upstream import FakeUpstream, synthetic_dataset
-from keyapi_mcp.fake_upstream import mock_transport as fake_transport
-from keyapi_mcp.format import TextView, build_result, render_text
-from keyapi_mcp.sizing import estimate_tokens, fit_text
+from keyapi_mcp.config import load_settings
+from keyapi_mcp.core.domain import DayUsage, FetchOutcome, VideoData
+from keyapi_mcp.errors import ConfigError
+from keyapi_mcp.presentation.build import build_result
+from keyapi_mcp.presentation.render import TextView, render_text
+from keyapi_mcp.presentation.sizing import estimate_tokens, fit_text
+from keyapi_mcp.presentation.totals import with_product_totals
+from keyapi_mcp.upstream.demo import FakeUpstream
+from keyapi_mcp.upstream.demo import mock_transport as fake_transport
 
 pytestmark = pytest.mark.anyio
 

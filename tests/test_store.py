@@ -19,12 +19,12 @@ import httpx
 import pytest
 from helpers import RESET_AT, T0, TEST_API_KEY, Clock
 
-from keyapi_mcp import sqlite_store
-from keyapi_mcp.client import KeyAPIClient, RateLimiter
-from keyapi_mcp.domain import Attempt, query_key, utc_day
+from keyapi_mcp.core.budget import CallBudget, CallLimits
+from keyapi_mcp.core.domain import Attempt, query_key, utc_day
 from keyapi_mcp.errors import BudgetExceeded, StateStoreError, StoreOpenError
-from keyapi_mcp.service import CallBudget
-from keyapi_mcp.sqlite_store import DB_FILENAME, MIGRATIONS, SQLiteStore, apply_migrations
+from keyapi_mcp.state import sqlite_store
+from keyapi_mcp.state.sqlite_store import DB_FILENAME, MIGRATIONS, SQLiteStore, apply_migrations
+from keyapi_mcp.upstream.client import KeyAPIClient, RateLimiter
 
 
 def ok(page: int = 1, ids: int = 1) -> Attempt:
@@ -185,7 +185,7 @@ async def test_a_call_cancelled_while_waiting_for_the_rate_limiter_releases_its_
     transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(500))
     async with httpx.AsyncClient(transport=transport) as http:
         client = KeyAPIClient(http, api_key=TEST_API_KEY, base_url="http://127.0.0.1:9", rate_limiter=limiter)
-        budget = CallBudget(store, cap=5, daily_limit=1, cap_source="test")
+        budget = CallBudget(store, CallLimits(per_call=5, daily=1))
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.fetch_page, ["7400000000000000000"], 1, budget)
             await waiting.wait()
@@ -204,9 +204,9 @@ RESERVE_WORKER = textwrap.dedent(
     """
     import asyncio, sys, time
     from pathlib import Path
-    from keyapi_mcp.domain import Attempt
+    from keyapi_mcp.core.domain import Attempt
     from keyapi_mcp.errors import BudgetExceeded
-    from keyapi_mcp.sqlite_store import SQLiteStore
+    from keyapi_mcp.state.sqlite_store import SQLiteStore
 
     state, go, attempts, limit = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 

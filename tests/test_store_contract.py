@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from helpers import Clock
 
-from keyapi_mcp.domain import Attempt, DayUsage, Reservation, Store, query_key
+from keyapi_mcp.core.domain import Attempt, DayUsage, Reservation, query_key
+from keyapi_mcp.core.ports import Store
 from keyapi_mcp.errors import BudgetExceeded, DailyLimitReached, UserLimitReached
-from keyapi_mcp.redis_store import RedisStore
-from keyapi_mcp.sqlite_store import SQLiteStore
+from keyapi_mcp.state.redis_store import RedisStore
+from keyapi_mcp.state.sqlite_store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

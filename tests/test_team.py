@@ -13,18 +13,20 @@ from typing import Any
 import helpers
 import httpx
 import pytest
+from fakes import TokenMapVerifier
 from helpers import TEST_AUTH_TOKEN, THREE_ROWS, TOOL, TWELVE_ROWS, ZERO_VIEWS, assert_tool_error, parsed
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from prometheus_client.parser import text_string_to_metric_families
 from test_http import connect, http_settings, serving
 
-from keyapi_mcp.caller import LOCAL_CALLER, STATIC_CALLER, TokenMapVerifier, caller_of
-from keyapi_mcp.config import ConfigError, load_settings
-from keyapi_mcp.errors import HttpConfigError
-from keyapi_mcp.fake_upstream import DOCUMENTED_VIDEO_ID
-from keyapi_mcp.http import build_http_app
+from keyapi_mcp.config import load_settings
+from keyapi_mcp.core.domain import LOCAL_CALLER
+from keyapi_mcp.errors import ConfigError, HttpConfigError
 from keyapi_mcp.server import build_server
+from keyapi_mcp.surface.caller import STATIC_CALLER, caller_of
+from keyapi_mcp.transport.http import build_http_app
+from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID
 
 ALICE = "alice_token_0123456789abcdef"
 BOB = "bob_token_0123456789abcdef01"

@@ -18,11 +18,10 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import TEST_API_KEY, TOOL, assert_tool_error, free_port
 from mcp import Client
 from test_http import connect
-
-from keyapi_mcp.fake_upstream import FakeUpstreamServer
 
 pytestmark = pytest.mark.anyio
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from fakes import FakeUpstreamServer
 from helpers import (
     NO_PRODUCTS,
     OFFLINE_URL,
@@ -29,19 +30,13 @@ from helpers import (
     text_of,
 )
 
-from keyapi_mcp.client import MAX_ATTEMPTS
 from keyapi_mcp.config import Settings
-from keyapi_mcp.domain import PAGE_SIZE
-from keyapi_mcp.fake_upstream import (
-    DOCUMENTED_ROW,
-    DOCUMENTED_VIDEO_ID,
-    FakeUpstream,
-    FakeUpstreamServer,
-    demo_dataset,
-    mock_transport,
-)
-from keyapi_mcp.models import MAX_VIDEO_IDS, CreditUsage
-from keyapi_mcp.sqlite_store import SQLiteStore
+from keyapi_mcp.core.domain import PAGE_SIZE
+from keyapi_mcp.core.ids import MAX_VIDEO_IDS
+from keyapi_mcp.presentation.models import CreditUsage
+from keyapi_mcp.state.sqlite_store import SQLiteStore
+from keyapi_mcp.upstream.client import MAX_ATTEMPTS
+from keyapi_mcp.upstream.demo import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, FakeUpstream, demo_dataset, mock_transport
 
 pytestmark = pytest.mark.anyio
 

@@ -10,35 +10,34 @@ This is the domain core of `get_video_products`, with no MCP in it. Rules it kee
   cached, and a continuation (`page_num > 1`) never pays twice.
 - Concurrent calls that need the same id share one upstream walk (in this process; across replicas
   through the store's claim/release locks, Redis only).
-- Budget: each request reserves a credit first (per-call cap here, daily limit in the store).
+- Budget: each request reserves a credit first (`keyapi_mcp.core.budget`: per-call cap there, daily and
+  per-user limits in the store).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keyapi_mcp.client import KeyAPIClient
-from keyapi_mcp.domain import (
+from keyapi_mcp.core.budget import CallBudget, CallLimits
+from keyapi_mcp.core.domain import (
     LOCAL_CALLER,
     PAGE_SIZE,
-    Attempt,
     CachedPage,
     CachedVideo,
     FetchOutcome,
-    Reservation,
-    Store,
     UsageSnapshot,
     VideoData,
     canonical_ids,
     query_key,
 )
-from keyapi_mcp.errors import BudgetExceeded, CallCapReached, KeyAPIError, MissingApiKey, StateStoreError
+from keyapi_mcp.core.ids import canonical_id, numeric_id
+from keyapi_mcp.core.inflight import InFlight
+from keyapi_mcp.core.ports import Store, Upstream
+from keyapi_mcp.errors import BudgetExceeded, KeyAPIError, MissingApiKey, StateStoreError
 from keyapi_mcp.metrics import NO_METRICS, Metrics
-from keyapi_mcp.models import canonical_id, lenient_id
 
 log = logging.getLogger(__name__)
 
@@ -59,78 +58,6 @@ class _Walk:
     stop_reason: str | None = None
 
 
-class CallBudget:
-    """The `CreditGate` of one tool call: per-call cap here, daily and per-user limits atomically in the store.
-
-    A store failure *before* a request refuses it (nothing is sent without a reservation). A failure
-    *after* it — the ledger cannot record the outcome — must not lose the page that was paid for: the
-    reservation stays counted (as possibly spent) and the failure is reported in `unrecorded`.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        cap: int,
-        daily_limit: int,
-        cap_source: str,
-        caller: str = LOCAL_CALLER,
-        user_limit: int = 0,
-        metrics: Metrics = NO_METRICS,
-    ) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.cap = cap
-        self.daily_limit = daily_limit
-        self.cap_source = cap_source
-        self.caller = caller
-        self.user_limit = user_limit
-        self.reserved = 0  # reservations not released: what this call spent (or may have)
-        self.unrecorded = 0  # settlements the store could not write
-
-    @property
-    def exhausted(self) -> bool:
-        return self.reserved >= self.cap
-
-    async def reserve(self, ids_count: int, page: int) -> object:
-        try:
-            if self.reserved >= self.cap:
-                raise CallCapReached(
-                    f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits ({self.cap_source}).",
-                    hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
-                    "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
-                )
-            reservation = await self.store.reserve(
-                ids_count=ids_count,
-                page=page,
-                daily_limit=self.daily_limit,
-                caller=self.caller,
-                user_limit=self.user_limit,
-            )
-        except StateStoreError as exc:
-            raise StateStoreError(f"{exc.message} No upstream request was made for it.", hint=exc.hint) from None
-        except BudgetExceeded as exc:
-            self.metrics.budget_refusal(exc)
-            raise
-        self.reserved += 1
-        return reservation
-
-    async def settle(self, reservation: object, attempt: Attempt) -> None:
-        assert isinstance(reservation, Reservation)
-        self.metrics.credit_settled(attempt.charged)  # what the upstream did, whether or not the ledger records it
-        try:
-            await self.store.settle(reservation, attempt)
-        except StateStoreError as exc:
-            # The reservation row (if it was written) still counts against the limits: over-counting is safe.
-            log.warning(
-                "could not record an upstream attempt (%s, charged=%s): %s", attempt.outcome, attempt.charged, exc
-            )
-            self.unrecorded += 1
-            return
-        if attempt.charged == "no":
-            self.reserved -= 1
-
-
 def _take_free(outcome: FetchOutcome, vid: str, rows: list[dict[str, Any]], fetched_at: float) -> None:
     """Add a complete product list this call did not pay for (cache hit or another call's walk)."""
     if vid in outcome.videos:
@@ -141,7 +68,7 @@ def _take_free(outcome: FetchOutcome, vid: str, rows: list[dict[str, Any]], fetc
 
 
 def _row_video_id(row: Any) -> str | None:
-    return lenient_id(row.get("video_id")) if isinstance(row, dict) else None
+    return numeric_id(row.get("video_id")) if isinstance(row, dict) else None
 
 
 def group_rows(ids: Sequence[str], rows: Sequence[Any]) -> tuple[dict[str, list[dict[str, Any]]], int]:
@@ -160,46 +87,27 @@ def group_rows(ids: Sequence[str], rows: Sequence[Any]) -> tuple[dict[str, list[
 
 
 class ProductsService:
+    """The credit-aware answer to `get_video_products`, over the core's two ports."""
+
     def __init__(
         self,
         store: Store,
-        client: KeyAPIClient | None,
+        upstream: Upstream | None,
+        limits: CallLimits,
         *,
-        max_credits_per_call: int,
-        daily_limit: int,
         cache_ttl: float,
-        user_daily_limit: int = 0,
         metrics: Metrics = NO_METRICS,
     ) -> None:
+        """`upstream` is None when no API key is configured: free reads work, paid calls are refused."""
         self.store = store
-        self.metrics = metrics
-        self.client = client
-        self.max_credits_per_call = max_credits_per_call
-        self.daily_limit = daily_limit
-        self.user_daily_limit = user_daily_limit
+        self.upstream = upstream
+        self.limits = limits
         self.cache_ttl = cache_ttl
-        # Single-flight: video id -> future resolved (by the call walking it) with its complete data, or
-        # None when that walk did not complete it. Waiters take the data from the future, not the cache,
-        # so sharing works with KEYAPI_CACHE_TTL_SECONDS=0 and under `refresh` too.
-        self._inflight: dict[str, asyncio.Future[VideoData | None]] = {}
+        self.metrics = metrics
+        self._inflight = InFlight()
 
     def budget(self, max_credits: int | None, caller: str = LOCAL_CALLER) -> CallBudget:
-        if max_credits is not None and max_credits < self.max_credits_per_call:
-            cap, source = max_credits, f"max_credits={max_credits} for this call"
-        else:
-            cap, source = (
-                self.max_credits_per_call,
-                f"KEYAPI_MAX_CREDITS_PER_CALL={self.max_credits_per_call}",
-            )
-        return CallBudget(
-            self.store,
-            cap=cap,
-            daily_limit=self.daily_limit,
-            cap_source=source,
-            caller=caller,
-            user_limit=self.user_daily_limit,
-            metrics=self.metrics,
-        )
+        return CallBudget(self.store, self.limits, max_credits=max_credits, caller=caller, metrics=self.metrics)
 
     async def fetch(
         self,
@@ -213,9 +121,9 @@ class ProductsService:
     ) -> FetchOutcome:
         """Answer for `video_ids` (already normalised) at the lowest credit cost the cache allows.
 
-        `caller` (keyapi_mcp.caller) is who the credits are booked for; the cache is shared by all callers.
+        `caller` (keyapi_mcp.surface.caller) is who the credits are booked for; the cache is shared by all callers.
         """
-        if self.client is None:
+        if self.upstream is None:
             raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
         budget = self.budget(max_credits, caller)
         outcome = FetchOutcome(requested=list(video_ids), videos={}, complete_ids=set())
@@ -345,41 +253,37 @@ class ProductsService:
         on_page: PageFn,
     ) -> list[str]:
         """Fetch what nobody else is fetching; wait for the rest; return ids still missing."""
-        mine = [v for v in pending if v not in self._inflight]
-        theirs = {v: self._inflight[v] for v in pending if v in self._inflight}
-        loop = asyncio.get_running_loop()
-        claims: dict[str, asyncio.Future[VideoData | None]] = {v: loop.create_future() for v in mine}
-        self._inflight.update(claims)
         error: KeyAPIError | None = None
-        elsewhere: list[str] = []  # being walked by another process sharing the store (Redis lock)
-        try:
-            if mine:
-                held = await self.store.claim(mine)
-                elsewhere = [v for v in mine if v not in held]
-                try:
-                    if held:
-                        walk = await self._walk(canonical_ids(held), 1, budget, refresh, on_page, outcome)
-                        await self._absorb(walk, outcome, start_page=1)
-                finally:
-                    await self.store.release(held)
-                if elsewhere:
-                    await self._await_elsewhere(elsewhere, refresh, outcome)
-        except KeyAPIError as exc:
-            error = exc  # raised after collecting what the other calls fetched for us (free)
-        finally:
-            for vid, fut in claims.items():
-                if self._inflight.get(vid) is fut:
-                    del self._inflight[vid]
-                if not fut.done():
-                    fut.set_result(outcome.videos.get(vid) if vid in outcome.complete_ids else None)
-        if theirs:
-            shared = await asyncio.gather(*theirs.values(), return_exceptions=True)
-            for vid, data in zip(theirs, shared, strict=True):
-                if isinstance(data, VideoData):  # paid by the call that walked it: free for this one
-                    _take_free(outcome, vid, data.rows, data.fetched_at)
+        elsewhere: list[str] = []
+        with self._inflight.claim(pending, outcome.complete_data) as (mine, theirs):
+            try:
+                elsewhere = await self._walk_claimed(mine, budget, refresh, outcome, on_page)
+            except KeyAPIError as exc:
+                error = exc  # raised after collecting what the other calls fetched for us (free)
+        for vid, data in (await InFlight.shared(theirs)).items():
+            _take_free(outcome, vid, data.rows, data.fetched_at)  # paid by the call that walked it
         if error is not None:
             raise error
         return [v for v in [*theirs, *elsewhere] if v not in outcome.videos]
+
+    async def _walk_claimed(
+        self, mine: list[str], budget: CallBudget, refresh: bool, outcome: FetchOutcome, on_page: PageFn
+    ) -> list[str]:
+        """Walk the ids this call claimed that no other process holds (the store's locks); wait for the ones
+        another process holds and take its result. Returns those."""
+        if not mine:
+            return []
+        held = await self.store.claim(mine)
+        elsewhere = [v for v in mine if v not in held]
+        try:
+            if held:
+                walk = await self._walk(canonical_ids(held), 1, budget, refresh, on_page, outcome)
+                await self._absorb(walk, outcome, start_page=1)
+        finally:
+            await self.store.release(held)
+        if elsewhere:
+            await self._await_elsewhere(elsewhere, refresh, outcome)
+        return elsewhere
 
     async def _await_elsewhere(self, ids: list[str], refresh: bool, outcome: FetchOutcome) -> None:
         """Wait until the process holding these ids' locks is done, then take its result from the cache.
@@ -406,7 +310,7 @@ class ProductsService:
         An error before any row propagates (the call has nothing to show); after some rows it ends
         the walk as incomplete, and what was fetched is returned (it is cached already).
         """
-        assert self.client is not None
+        assert self.upstream is not None
         key = query_key(ids)
         rows: list[Any] = []
         page = start_page
@@ -427,7 +331,7 @@ class ProductsService:
                         stop_reason=f"the per-call credit cap ({budget.cap_source}) was reached",
                     )
                 try:
-                    result = await self.client.fetch_page(ids, page, budget)
+                    result = await self.upstream.fetch_page(ids, page, budget)
                 except KeyAPIError as exc:
                     if not rows:
                         raise

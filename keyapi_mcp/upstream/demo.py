@@ -1,9 +1,8 @@
-"""An offline stand-in for the KeyAPI endpoint: the same paging, envelope and error shapes.
+"""The `--demo` data and an offline stand-in for the KeyAPI endpoint: the same paging, envelope and error shapes.
 
-Used three ways, so there is one emulation of the upstream's behaviour:
-- `--demo` mode serves `demo_dataset()` through `mock_transport()` (in process, no socket at all);
-- tests and benchmarks start `FakeUpstreamServer` on 127.0.0.1 and point KEYAPI_BASE_URL at it;
-- `python -m keyapi_mcp.fake_upstream --port 8765` runs it by hand.
+`--demo` mode serves `demo_dataset()` through `mock_transport()` (in process, no socket at all). The tests and
+benchmarks use the same emulation (`FakeUpstream`), over a socket on 127.0.0.1 (`tests/fakes.py`), so there
+is one emulation of the upstream's behaviour.
 
 Paging follows the documentation: rows of all requested videos, in the order the ids were given,
 `page_size` (max 10) per page; a page past the end is an empty `data` array. Every successful
@@ -12,20 +11,18 @@ request is counted as one charged credit in `charged`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import httpx
 
-ENDPOINT = "/v1/tiktok/video/products/analytics"
+from keyapi_mcp.core.domain import ENDPOINT
 
 # The example row of the upstream documentation, verbatim.
 DOCUMENTED_ROW: dict[str, Any] = {
@@ -108,28 +105,6 @@ def video_stats(video_id: str, rng: random.Random, views: int | None = None) -> 
     }
 
 
-def synthetic_dataset(
-    n_videos: int,
-    *,
-    seed: int = 7,
-    min_products: int = 0,
-    max_products: int = 12,
-    first_id: int = 7_400_000_000_000_000_000,
-) -> dict[str, list[dict[str, Any]]]:
-    """`n_videos` synthetic videos with `min_products..max_products` product rows each."""
-    rng = random.Random(seed)
-    data: dict[str, list[dict[str, Any]]] = {}
-    for i in range(n_videos):
-        vid = str(first_id + i * 7919)
-        stats = video_stats(vid, rng)
-        count = rng.randint(min_products, max_products)
-        data[vid] = [
-            make_row(vid, str(1_729_000_000_000_000_000 + rng.getrandbits(40)), rng, video_stats=stats)
-            for _ in range(count)
-        ]
-    return data
-
-
 def demo_dataset() -> dict[str, list[dict[str, Any]]]:
     """The `--demo` data: the documented example plus clearly synthetic videos (ids 9000000000000000xxx).
 
@@ -196,23 +171,23 @@ class FakeUpstream:
                     self.charged += 1
             return status, raw, extra
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
-            return 401, _envelope(401, None, "apiKey is invalid"), {}
+            return 401, envelope(401, None, "apiKey is invalid"), {}
         ids_param = params.get("video_ids", "")
         try:
             page_num = int(params.get("page_num", ""))
             page_size = int(params.get("page_size", ""))
         except ValueError:
-            return 400, _envelope(400, None, "Missing required parameter: page_num/page_size"), {}
+            return 400, envelope(400, None, "Missing required parameter: page_num/page_size"), {}
         if not ids_param or page_num < 1 or not 1 <= page_size <= 10:
-            return 400, _envelope(400, None, "Invalid parameter"), {}
+            return 400, envelope(400, None, "Invalid parameter"), {}
         rows = [row for vid in ids_param.split(",") for row in self.data.get(vid.strip(), [])]
         page = rows[(page_num - 1) * page_size : page_num * page_size]
         with self.lock:
             self.charged += 1
-        return 200, _envelope(0, page, "success"), {}
+        return 200, envelope(0, page, "success"), {}
 
 
-def _envelope(code: int, data: Any, message: str) -> bytes:
+def envelope(code: int, data: Any, message: str) -> bytes:
     body = {"code": code, "message": message, "data": data}
     if code == 0:
         body["requestId"] = str(uuid.uuid4())
@@ -224,88 +199,10 @@ def mock_transport(fake: FakeUpstream) -> httpx.MockTransport:
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path != ENDPOINT:
-            return httpx.Response(404, content=_envelope(404, None, "not found"))
+            return httpx.Response(404, content=envelope(404, None, "not found"))
         status, body, headers = fake.respond(
             request.url.query.decode(), {k.lower(): v for k, v in request.headers.items()}
         )
         return httpx.Response(status, content=body, headers={"content-type": "application/json", **headers})
 
     return httpx.MockTransport(handler)
-
-
-class FakeUpstreamServer:
-    """`FakeUpstream` over real HTTP on 127.0.0.1, in a background thread. Use as a context manager."""
-
-    def __init__(self, fake: FakeUpstream, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.fake = fake
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body in one send, no Nagle: otherwise a keep-alive client waits ~40 ms
-            # for a delayed ACK between the two writes, which would swamp any latency measured here.
-            wbufsize = -1
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                if parts.path != ENDPOINT:
-                    status, body, extra = 404, _envelope(404, None, "not found"), {}
-                else:
-                    status, body, extra = outer.fake.respond(
-                        parts.query, {k.lower(): v for k, v in self.headers.items()}
-                    )
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    for key, value in extra.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout tests): nothing to report
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-                pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128  # the default listen backlog (5) drops connects of a 100-call burst
-
-        self._httpd = Server((host, port), Handler)
-        self._httpd.daemon_threads = True
-        # A short poll interval: shutdown() waits up to one interval, and tests start many servers.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeUpstreamServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run a fake KeyAPI upstream on 127.0.0.1 (demo data).")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--videos", type=int, default=0, help="add N synthetic videos to the demo data")
-    args = parser.parse_args(argv)
-    data = demo_dataset()
-    data.update(synthetic_dataset(args.videos))
-    with FakeUpstreamServer(FakeUpstream(data), port=args.port) as server:
-        print(f"fake KeyAPI upstream on {server.url} ({len(data)} videos)", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-
-
-if __name__ == "__main__":
-    main()

@@ -42,18 +42,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyapi_mcp import __version__
-from keyapi_mcp.auth import AuthGate
-from keyapi_mcp.caller import static_token_request
 from keyapi_mcp.config import Settings, is_loopback_host
 from keyapi_mcp.errors import HttpBindError, HttpConfigError
-from keyapi_mcp.http_guards import (
+from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics, metrics_endpoint
+from keyapi_mcp.surface.caller import static_token_request
+from keyapi_mcp.transport.guards import (
     BodyDeadlineMiddleware,
     StatelessGetMiddleware,
     head_timeout_protocol,
     keep_sse_streams_through_shutdown,
     send_json,
 )
-from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics, metrics_endpoint
+from keyapi_mcp.transport.oauth import AuthGate
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import math
 import re
 import unicodedata
 
-from keyapi_mcp.format import TextView, render_text
-from keyapi_mcp.models import VideoProductsResult
+from keyapi_mcp.presentation.models import VideoProductsResult
+from keyapi_mcp.presentation.render import TextView, render_text
 
 # A piece: one run of digits, of ASCII letters or of other characters, or one other ASCII character; each with
 # the space before it, which BPE merges into the piece that follows.

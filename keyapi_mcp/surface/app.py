@@ -1,7 +1,7 @@
 """Presentation: the MCP App view of `get_video_products` and the icon the server and its tools show.
 
 The view (`ui://keyapi/products`) is one self-contained HTML file shipped in the package
-(`keyapi_mcp/ui/products.html`): hosts that negotiated the MCP Apps extension (`io.modelcontextprotocol/ui`)
+(`keyapi_mcp/surface/ui/products.html`): hosts that negotiated the MCP Apps extension (`io.modelcontextprotocol/ui`)
 render it in a sandboxed iframe and hand it the tool result; it draws a sortable table and a GMV chart
 from `structuredContent`. Nothing else changes for other hosts: the tool's `_meta.ui` is an unknown key to
 them, and its result is exactly the text and structured content it always was (see `note_view`).
@@ -37,7 +37,7 @@ VIEW_CSP = ResourceCsp(connect_domains=[], resource_domains=[], frame_domains=[]
 
 @cache
 def _asset(name: str) -> bytes:
-    return files("keyapi_mcp").joinpath("ui", name).read_bytes()
+    return files("keyapi_mcp.surface").joinpath("ui", name).read_bytes()
 
 
 def view_html() -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from keyapi_mcp.models import GroupTotal, ProductTotal, VideoOut, VideoProductsResult
+from keyapi_mcp.presentation.models import GroupTotal, ProductTotal, VideoOut, VideoProductsResult
 
 CENT = Decimal("0.01")
 UNKNOWN = "unknown"

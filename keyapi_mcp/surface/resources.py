@@ -2,8 +2,8 @@
 
 - `keyapi://usage`: the credit usage, the same JSON as `get_credit_usage`'s structured result.
 - `keyapi://videos/{video_id}`: one cached video's products and metrics, built as the tool builds them
-  (`format.build_video`). Reading it makes no upstream request and spends no credit; a video that is not
-  in the cache is a resource-not-found error (JSON-RPC -32602, SEP-2164) saying how to fetch it.
+  (`keyapi_mcp.presentation.build.build_video`). Reading it makes no upstream request and spends no credit;
+  a video that is not in the cache is a resource-not-found error (JSON-RPC -32602, SEP-2164) saying how to fetch it.
 
 Each `get_video_products` answer links its cached videos (`resource_link` content), so a client can attach
 or re-read them without another paid call.
@@ -11,27 +11,21 @@ or re-read them without another paid call.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp_types import ResourceLink
 
-from keyapi_mcp.caller import current_caller
-from keyapi_mcp.format import build_usage, build_video
-from keyapi_mcp.models import CreditUsage, VideoOut, VideoProductsResult, canonical_id
-
-if TYPE_CHECKING:
-    from keyapi_mcp.server import AppState
+from keyapi_mcp.core.ids import ID_PATTERN, canonical_id
+from keyapi_mcp.presentation.build import build_usage, build_video
+from keyapi_mcp.presentation.models import CreditUsage, VideoOut, VideoProductsResult
+from keyapi_mcp.presentation.render import VIDEO_URI_TEMPLATE
+from keyapi_mcp.surface.caller import current_caller
+from keyapi_mcp.surface.state import AppState, LiveState
 
 USAGE_URI = "keyapi://usage"
-VIDEO_URI_TEMPLATE = "keyapi://videos/{video_id}"
 JSON = "application/json"
-_VIDEO_ID = re.compile(r"[0-9]{1,25}")
-
-StateGetter = Callable[[], "AppState | None"]
 
 
 def video_uri(video_id: str) -> str:
@@ -94,11 +88,11 @@ def _not_cached(video_id: str, state: AppState) -> ResourceNotFoundError:
     )
 
 
-def register_resources(server: MCPServer[Any], live_state: StateGetter) -> None:
+def register_resources(server: MCPServer[Any], live: LiveState) -> None:
     """Add `keyapi://usage` and the `keyapi://videos/{video_id}` template to `server`.
 
     A static resource gets no request context in the SDK, so `keyapi://usage` reads the state of the running
-    server through `live_state` (set by the lifespan); the template gets it from its context.
+    server through `live` (filled by the lifespan); the template gets it from its context.
     """
 
     @server.resource(
@@ -110,7 +104,7 @@ def register_resources(server: MCPServer[Any], live_state: StateGetter) -> None:
         mime_type=JSON,
     )
     async def credit_usage() -> str:
-        state = live_state()
+        state = live.get()
         if state is None:  # only between the server's construction and its start
             raise ResourceError("[unavailable] keyapi-mcp is starting; read keyapi://usage again in a moment.")
         return (await read_credit_usage(state)).model_dump_json()
@@ -126,7 +120,7 @@ def register_resources(server: MCPServer[Any], live_state: StateGetter) -> None:
     )
     async def cached_video(video_id: str, ctx: Context) -> str:  # bare: the SDK resolves the hint at runtime
         state: AppState = ctx.request_context.lifespan_context
-        if not _VIDEO_ID.fullmatch(video_id):
+        if not ID_PATTERN.fullmatch(video_id):
             raise ResourceNotFoundError(
                 f"[invalid_input] {video_id[:40]!r} is not a TikTok video id: use keyapi://videos/<numeric id>."
             )

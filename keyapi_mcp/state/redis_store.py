@@ -42,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
-from keyapi_mcp.domain import (
+from keyapi_mcp.core.domain import (
     LEDGER_KEEP_DAYS,
     LOCAL_CALLER,
     Attempt,

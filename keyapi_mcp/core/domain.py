@@ -1,24 +1,26 @@
-"""The domain's types and rules, below everything else: what an attempt, a reservation, a day's usage,
-a cached video and a fetch outcome are, and the `Store` protocol the two stores implement.
+"""The domain's types and small rules, below everything else: what an attempt, a reservation, a day's usage,
+a cached video and a fetch outcome are, the upstream's paging contract, time and key helpers.
 
-It imports nothing of ours but `errors`, so the HTTP client, the stores, the service and the formatter
-can all depend on it without depending on each other.
+It imports nothing of ours but `errors`, so the upstream client, the stores, the service and presentation
+can all depend on it without depending on each other. The ports the adapters implement are in
+`keyapi_mcp.core.ports`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from keyapi_mcp.errors import DailyLimitReached, UserLimitReached
 
+ENDPOINT = "/v1/tiktok/video/products/analytics"
 PAGE_SIZE = 10  # the upstream maximum: the fewest credits for a given number of rows
 LEDGER_KEEP_DAYS = 35
 COUNTED = ("reserved", "yes", "uncertain")  # ledger states that count against a limit
-LOCAL_CALLER = "local"  # the caller of a server without auth: stdio, or HTTP on loopback (keyapi_mcp.caller)
+LOCAL_CALLER = "local"  # the caller of a server without auth: stdio, or HTTP on loopback (keyapi_mcp.surface.caller)
 
 Charged = Literal["yes", "no", "uncertain"]
 Clock = Callable[[], float]
@@ -112,35 +114,9 @@ class FetchOutcome:
     def complete(self) -> bool:
         return not self.pending_ids
 
-
-class Store(Protocol):
-    """What the service needs from embedded or shared state. Two implementations: SQLite, Redis."""
-
-    description: str
-
-    # One reservation checks both limits atomically: the global daily limit and the caller's own (0 = none).
-    async def reserve(
-        self, *, ids_count: int, page: int, daily_limit: int, caller: str = LOCAL_CALLER, user_limit: int = 0
-    ) -> Reservation: ...
-    async def settle(self, reservation: Reservation, attempt: Attempt) -> None: ...
-    async def usage_today(self) -> DayUsage: ...
-    async def usage_for(self, caller: str) -> DayUsage: ...  # one caller's figures today (saved is 0)
-    async def recent(self, limit: int = 10, caller: str | None = None) -> list[LedgerEntry]: ...
-    async def get_videos(self, video_ids: Sequence[str], max_age: float) -> dict[str, CachedVideo]: ...
-    async def put_videos(self, videos: dict[str, list[dict[str, Any]]], fetched_at: float) -> None: ...
-    async def get_page(self, key: str, page: int, max_age: float) -> CachedPage | None: ...
-    async def put_page(self, key: str, page: int, rows: list[Any], fetched_at: float) -> None: ...
-    async def add_saved(self, credits: int) -> None: ...
-    async def cached_video_count(self, max_age: float) -> int: ...
-    async def cached_video_ids(self, max_age: float, limit: int) -> list[str]: ...
-    async def prune(self, max_age: float) -> None: ...
-    async def close(self) -> None: ...
-    def now(self) -> float: ...
-    # Single-flight across processes sharing the store: lock ids before walking them, unlock after;
-    # ids locked elsewhere are waited for, then read from the cache.
-    async def claim(self, video_ids: Sequence[str]) -> set[str]: ...
-    async def release(self, video_ids: Iterable[str]) -> None: ...
-    async def wait_released(self, video_ids: Sequence[str]) -> None: ...
+    def complete_data(self, video_id: str) -> VideoData | None:
+        """The video's data when this outcome holds its whole product list, else None."""
+        return self.videos.get(video_id) if video_id in self.complete_ids else None
 
 
 # -- small rules ---------------------------------------------------------------------------------------

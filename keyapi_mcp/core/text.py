@@ -10,7 +10,7 @@ may have been written to steer the model that reads our answer. Three rules keep
   `⟫` and `》`) replaced, and square brackets turned into parentheses, so it can neither end its own quote nor
   fake a `[code]` marker; line breaks of every kind become spaces, so it never starts a line;
 - values that are identifiers by nature are not quoted but accepted only in their documented shape
-  (`numeric_id`, `safe_token`); anything else is dropped and the caller says so in a warning.
+  (`keyapi_mcp.core.ids.numeric_id`, `safe_token`); anything else is dropped and the caller says so in a warning.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ _ANGLE_OPENERS = "‹«〈《⟨⟪❮❬❰⧼﹤＜〈⦑"
 _ANGLE_CLOSERS = "›»〉》⟩⟫❯❭❱⧽﹥＞〉⦒"
 _SQUARE_TO_ROUND = {ord("["): "(", ord("]"): ")", ord("［"): "(", ord("］"): ")", ord("【"): "(", ord("】"): ")"}
 
-_ID_RE = re.compile(r"[0-9]{1,25}")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
@@ -69,24 +68,6 @@ def neutralize_delimiters(value: str) -> str:
 def quote_untrusted(text: str) -> str:
     """`«text»` that the text itself cannot close, for text already cleaned (no controls, one line)."""
     return OPEN_QUOTE + neutralize_delimiters(text) + CLOSE_QUOTE
-
-
-def numeric_id(value: Any) -> str | None:
-    """An identifier the upstream documents as numeric (video, product, user), as digits; else None.
-
-    JSON numbers are accepted (an integral float too, as the upstream sometimes sends them); strings only when
-    they are 1–25 ASCII digits after trimming spaces. Anything else may be prose and never reaches the model.
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return str(value) if value >= 0 else None
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and value >= 0 else None
-    if isinstance(value, str):
-        text = value.strip()
-        return text if _ID_RE.fullmatch(text) else None
-    return None
 
 
 def safe_token(value: Any, limit: int = 100) -> str | None:

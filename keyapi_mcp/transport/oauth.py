@@ -43,9 +43,9 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyapi_mcp.caller import STATIC_CALLER
 from keyapi_mcp.config import Settings, is_loopback_host
 from keyapi_mcp.errors import AuthServerUnavailable
+from keyapi_mcp.surface.caller import STATIC_CALLER
 
 if TYPE_CHECKING:  # httpx (and PyJWT) are imported when OAuth is used, not at every start
     import httpx

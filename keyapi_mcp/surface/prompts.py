@@ -13,9 +13,10 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
+from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.errors import KeyAPIError
-from keyapi_mcp.models import MAX_VIDEO_IDS, normalize_video_ids
-from keyapi_mcp.resources import VIDEO_URI_TEMPLATE, StateGetter
+from keyapi_mcp.presentation.render import VIDEO_URI_TEMPLATE
+from keyapi_mcp.surface.state import LiveState
 
 MAX_TOP = 100
 MAX_COMPLETIONS = 100  # the protocol's cap on values per completion answer
@@ -87,7 +88,7 @@ def top_products(video_ids: str, n: int = 10) -> str:
     )
 
 
-def register_prompts(server: MCPServer[Any], live_state: StateGetter) -> None:
+def register_prompts(server: MCPServer[Any], live: LiveState) -> None:
     """Add the three prompts and completion of their video-id arguments (and of keyapi://videos/{video_id})."""
     server.prompt(title="Analyze video commerce")(analyze_video_commerce)
     server.prompt(title="Compare two groups of videos")(compare_videos)
@@ -107,7 +108,7 @@ def register_prompts(server: MCPServer[Any], live_state: StateGetter) -> None:
             as_list = False
         else:
             return None
-        state = live_state()
+        state = live.get()
         if state is None:
             return Completion(values=[], total=0, has_more=False)
         cached = await state.service.cached_video_ids(limit=10 * MAX_COMPLETIONS)

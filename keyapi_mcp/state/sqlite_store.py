@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from keyapi_mcp.diagnose import state_open_failure
-from keyapi_mcp.domain import (
+from keyapi_mcp.core.domain import (
     COUNTED,
     LEDGER_KEEP_DAYS,
     LOCAL_CALLER,
@@ -45,6 +44,7 @@ from keyapi_mcp.domain import (
     user_budget_refusal,
     utc_day,
 )
+from keyapi_mcp.diagnose import state_open_failure
 from keyapi_mcp.errors import StateStoreError, StoreOpenError
 
 log = logging.getLogger(__name__)

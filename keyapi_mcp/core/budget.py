@@ -1,0 +1,97 @@
+"""The credit limits of one tool call, and the `CreditGate` that keeps them (the per-call cap here, the daily
+and per-user limits atomically in the store, so they hold across processes and replicas)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from keyapi_mcp.core.domain import LOCAL_CALLER, Attempt, Reservation
+from keyapi_mcp.core.ports import Store
+from keyapi_mcp.errors import BudgetExceeded, CallCapReached, StateStoreError
+from keyapi_mcp.metrics import NO_METRICS, Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """The operator's limits, as one value: per call, per UTC day, and per user per day (0 = none)."""
+
+    per_call: int
+    daily: int
+    per_user: int = 0
+
+    def cap_for(self, max_credits: int | None) -> tuple[int, str]:
+        """This call's cap and where it comes from: a lower `max_credits` narrows it, never widens it."""
+        if max_credits is not None and max_credits < self.per_call:
+            return max_credits, f"max_credits={max_credits} for this call"
+        return self.per_call, f"KEYAPI_MAX_CREDITS_PER_CALL={self.per_call}"
+
+
+class CallBudget:
+    """The `CreditGate` of one tool call: per-call cap here, daily and per-user limits atomically in the store.
+
+    A store failure *before* a request refuses it (nothing is sent without a reservation). A failure
+    *after* it — the ledger cannot record the outcome — must not lose the page that was paid for: the
+    reservation stays counted (as possibly spent) and the failure is reported in `unrecorded`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        limits: CallLimits,
+        *,
+        max_credits: int | None = None,
+        caller: str = LOCAL_CALLER,
+        metrics: Metrics = NO_METRICS,
+    ) -> None:
+        self.store = store
+        self.limits = limits
+        self.metrics = metrics
+        self.cap, self.cap_source = limits.cap_for(max_credits)
+        self.caller = caller
+        self.reserved = 0  # reservations not released: what this call spent (or may have)
+        self.unrecorded = 0  # settlements the store could not write
+
+    @property
+    def exhausted(self) -> bool:
+        return self.reserved >= self.cap
+
+    async def reserve(self, ids_count: int, page: int) -> object:
+        try:
+            if self.reserved >= self.cap:
+                raise CallCapReached(
+                    f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits ({self.cap_source}).",
+                    hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
+                    "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
+                )
+            reservation = await self.store.reserve(
+                ids_count=ids_count,
+                page=page,
+                daily_limit=self.limits.daily,
+                caller=self.caller,
+                user_limit=self.limits.per_user,
+            )
+        except StateStoreError as exc:
+            raise StateStoreError(f"{exc.message} No upstream request was made for it.", hint=exc.hint) from None
+        except BudgetExceeded as exc:
+            self.metrics.budget_refusal(exc)
+            raise
+        self.reserved += 1
+        return reservation
+
+    async def settle(self, reservation: object, attempt: Attempt) -> None:
+        assert isinstance(reservation, Reservation)
+        self.metrics.credit_settled(attempt.charged)  # what the upstream did, whether or not the ledger records it
+        try:
+            await self.store.settle(reservation, attempt)
+        except StateStoreError as exc:
+            # The reservation row (if it was written) still counts against the limits: over-counting is safe.
+            log.warning(
+                "could not record an upstream attempt (%s, charged=%s): %s", attempt.outcome, attempt.charged, exc
+            )
+            self.unrecorded += 1
+            return
+        if attempt.charged == "no":
+            self.reserved -= 1

@@ -1,0 +1,144 @@
+"""The condensed output models: the tools' `outputSchema` and `structuredContent`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ProductOut(BaseModel):
+    product_id: str
+    units_sold: int | None = Field(description="Estimated units sold through this video (total_video_sale_cnt).")
+    gmv: float | None = Field(
+        description="Estimated GMV through this video (total_video_sale_gmv_amt). Currency not stated upstream."
+    )
+    avg_price: float | None = Field(description="gmv / units_sold; null when 0 units.")
+    units_per_1k_views: float | None
+    gmv_per_1k_views: float | None
+
+
+class VideoOut(BaseModel):
+    video_id: str
+    author_id: str | None
+    region: str | None
+    created_at: str | None = Field(description="ISO 8601 UTC, from create_time.")
+    duration_s: int | None
+    views: int | None
+    likes: int | None
+    comments: int | None
+    shares: int | None
+    favorites: int | None
+    engagement_rate: float | None = Field(description="(likes+comments+shares+favorites)/views; null when 0 views.")
+    units_sold: int = Field(description="Sum over this video's products.")
+    gmv: float = Field(description="Sum over this video's products.")
+    products: list[ProductOut]
+    source: Literal["upstream", "cache"] = Field(description="Where this video's data came from in this call.")
+    fetched_at: str = Field(description="When the upstream data was fetched (ISO 8601 UTC).")
+    # Detailed only (absent from concise results):
+    description: str | None = None
+    hashtags: list[str] | None = None
+    cover_url: str | None = None
+    play_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    ratio: str | None = None
+    data_size: int | None = None
+
+
+class TopProduct(BaseModel):
+    product_id: str
+    video_id: str
+    units_sold: int | None
+    gmv: float | None
+
+
+class GroupTotal(BaseModel):
+    """Totals of the videos sharing one region or one UTC creation day (group_by="product" only)."""
+
+    key: str = Field(description='The region code or the UTC day (YYYY-MM-DD); "unknown" when not stated.')
+    videos: int
+    units_sold: int
+    gmv: float = Field(description="Exact to the cent: summed in cents from the product rows.")
+
+
+class ProductTotal(BaseModel):
+    """One product across every video of the answer (group_by="product")."""
+
+    product_id: str
+    units_sold: int = Field(description="Sum over the videos selling it (missing values count as 0).")
+    gmv: float = Field(description="Sum over the videos selling it, exact to the cent (summed in cents).")
+    videos: int = Field(description="Number of videos selling it.")
+    best_video_id: str = Field(description="The video with the most GMV for it (ties: more units, then lower id).")
+    best_video_gmv: float
+    gmv_share_pct: float | None = Field(description="Its share of the answer's total GMV in %; null when that is 0.")
+
+
+class Summary(BaseModel):
+    videos: int
+    products: int = Field(description="Number of (video, product) rows.")
+    distinct_products: int
+    units_sold: int
+    gmv: float
+    top_products: list[TopProduct]
+    # group_by="product" only (absent otherwise):
+    by_region: list[GroupTotal] | None = None
+    by_day: list[GroupTotal] | None = None
+
+
+class Credits(BaseModel):
+    spent: int = Field(description="Credits charged by this call (uncertain outcomes included).")
+    cached_videos: int = Field(description="Videos answered from cache at no cost.")
+    spent_today: int | None = Field(description="Null when the ledger could not be read (see warnings).")
+    daily_limit: int | None = Field(description="Null when there is no daily limit.")
+    remaining_today: int | None
+
+
+class VideoProductsResult(BaseModel):
+    demo: bool
+    complete: bool = Field(description="False when a limit or error stopped the page walk early.")
+    next_page_num: int | None = Field(description="Call again with this page_num and pending_ids to continue.")
+    pending_ids: list[str] = Field(description="Ids whose product list is not complete yet.")
+    not_found: list[str] = Field(description="Requested ids with no product rows (only when complete).")
+    videos: list[VideoOut]
+    summary: Summary
+    credits: Credits
+    warnings: list[str]
+    # group_by="product" only (absent otherwise): every product's totals, by GMV.
+    product_totals: list[ProductTotal] | None = None
+
+
+class LedgerEntryOut(BaseModel):
+    at: str
+    page: int | None
+    ids: int
+    status: int | None
+    outcome: str
+    charged: Literal["yes", "no", "uncertain"]
+    request_id: str | None
+
+
+class CallerUsage(BaseModel):
+    """The calling user's own figures today (never another user's)."""
+
+    caller: str = Field(description="Who the credits are booked for: the token's user or client, static, or local.")
+    spent_today: int
+    daily_limit: int | None = Field(description="KEYAPI_USER_DAILY_CREDIT_LIMIT; null = no per-user limit.")
+    remaining_today: int | None
+    uncertain_today: int
+
+
+class CreditUsage(BaseModel):
+    demo: bool
+    spent_today: int
+    daily_limit: int | None
+    remaining_today: int | None
+    max_credits_per_call: int
+    resets_at: str
+    uncertain_today: int = Field(description="Credits counted as spent because the outcome was not seen.")
+    saved_today: int = Field(description="Credits the cache saved today.")
+    cached_videos: int
+    recent: list[LedgerEntryOut] = Field(description="The caller's own last upstream requests, newest first.")
+    you: CallerUsage | None = Field(
+        default=None, description="The caller's own figures; present with a per-user limit or an identified caller."
+    )

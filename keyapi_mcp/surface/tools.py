@@ -1,0 +1,247 @@
+"""The two tools: arguments with bounds, descriptions that state this server's actual limits, and each tool's
+way through (arguments → `ProductsService` → presentation). Failures are domain errors (`surface.calls`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ConfigDict, Field
+
+from keyapi_mcp.config import Settings
+from keyapi_mcp.core.domain import PAGE_SIZE
+from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
+from keyapi_mcp.presentation.build import build_result
+from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
+from keyapi_mcp.presentation.render import render_text, render_usage
+from keyapi_mcp.presentation.sizing import fit_text
+from keyapi_mcp.presentation.totals import with_product_totals
+from keyapi_mcp.surface.app import ProductsView, icons, note_view
+from keyapi_mcp.surface.caller import current_caller
+from keyapi_mcp.surface.resources import read_credit_usage, video_links
+from keyapi_mcp.surface.schema import compact_schema
+from keyapi_mcp.surface.state import AppState
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = f"""\
+KeyAPI TikTok video commerce data. Use get_video_products to answer "which products does this TikTok \
+video sell, and how well?" for up to {MAX_VIDEO_IDS} videos per call (ids or tiktok.com video URLs). It costs \
+paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product rows), but repeated or overlapping questions \
+are answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
+(free) to check the remaining budget before large requests. For totals across videos (each product's units, \
+GMV, videos, best video and share; totals by region and day) pass group_by="product": the server computes \
+them exactly, so quote them rather than adding up. Long answers are cut to fit an output budget and say what \
+was left out. Free reads, no credit: the resources keyapi://usage and keyapi://videos/{{video_id}} (any video \
+already fetched). Prompts: analyze_video_commerce, compare_videos, top_products."""
+
+# The lists never change while the process runs (tool descriptions follow the settings, read at start) and are
+
+VideoIds = Annotated[
+    list[Annotated[str, Field(max_length=4096)]],
+    Field(
+        min_length=1,
+        max_length=MAX_VIDEO_IDS,
+        description=(
+            f'1-{MAX_VIDEO_IDS} distinct TikTok videos: numeric video ids ("7521783049722285367"), tiktok.com '
+            "video URLs (https://www.tiktok.com/@user/video/<id>), or comma-joined ids. Duplicates are dropped. "
+            "Short links (vm.tiktok.com) are not accepted."
+        ),
+    ),
+]
+MaxCredits = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=100_000,
+        description="Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
+        "0 = answer from cache only.",
+    ),
+]
+PageNum = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=100_000,
+        description="Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
+        "(with its pending ids) to continue it.",
+    ),
+]
+ResponseFormat = Annotated[
+    Literal["concise", "detailed"],
+    Field(
+        description="concise (default): numbers only. detailed: adds description, hashtags, cover/video URLs, "
+        "dimensions (more tokens)."
+    ),
+]
+GroupBy = Annotated[
+    Literal["video", "product"],
+    Field(
+        description="video (default): per video, its products. product: each product's exact totals across the "
+        "videos (units, GMV, videos, best video, GMV share) and totals by region and day."
+    ),
+]
+Top = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=1000,
+        description="Show only the top N products per video (group_by=product: the top N products) in the text; "
+        "the rest is named, and the structured result keeps everything. Default: all that fit the output budget.",
+    ),
+]
+Refresh = Annotated[
+    bool,
+    Field(
+        description="Bypass the cache and re-fetch (costs credits). Only when fresher data than the cached "
+        "fetched_at is needed."
+    ),
+]
+
+
+async def get_video_products(
+    video_ids: VideoIds,
+    ctx: Context[AppState],
+    max_credits: MaxCredits = None,
+    page_num: PageNum = 1,
+    response_format: ResponseFormat = "concise",
+    refresh: Refresh = False,
+    group_by: GroupBy = "video",
+    top: Top = None,
+) -> Annotated[CallToolResult, VideoProductsResult]:
+    state = ctx.request_context.lifespan_context
+
+    async def progress(done: int, message: str) -> None:
+        try:
+            await ctx.report_progress(done, None, message)
+        except Exception:  # progress is best effort; never lose a paid page over it
+            log.debug("progress notification failed", exc_info=True)
+
+    outcome = await state.service.fetch(
+        normalize_video_ids(video_ids),
+        page_num=page_num,
+        max_credits=max_credits,
+        refresh=refresh,
+        progress=progress,
+        caller=current_caller(),
+    )
+    result = build_result(
+        outcome, daily_limit=state.settings.daily_credit_limit, response_format=response_format, demo=state.demo
+    )
+    if group_by == "product":
+        result = with_product_totals(result)
+    text = fit_text(result, render_text(result), max_tokens=state.settings.max_output_tokens, top=top)
+    return CallToolResult(
+        content=[
+            TextContent(type="text", text=note_view(text, ctx)),
+            *video_links(result, cache_ttl=state.settings.cache_ttl_seconds),
+        ],
+        structured_content=result.model_dump(mode="json", exclude_unset=True),
+    )
+
+
+async def get_credit_usage(ctx: Context[AppState]) -> Annotated[CallToolResult, CreditUsage]:
+    report = await read_credit_usage(ctx.request_context.lifespan_context)
+    return CallToolResult(
+        content=[TextContent(type="text", text=render_usage(report))],
+        structured_content=report.model_dump(mode="json"),
+    )
+
+
+def _describe_cache(ttl: int) -> str:
+    if ttl <= 0:
+        return "The cache is off (KEYAPI_CACHE_TTL_SECONDS=0): every call pays for what it fetches."
+    span = f"{ttl // 3600} h" if ttl >= 3600 and ttl % 3600 == 0 else f"{round(ttl / 60) or 1} min"
+    return f"Videos fetched in the last {span} come from cache at no cost."
+
+
+def describe_get_video_products(settings: Settings, *, demo_ids: Sequence[str] = ()) -> str:
+    """The description, with this server's limits; `demo_ids` (demo mode) names the sample videos."""
+    limit = f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit else "no daily limit"
+    if settings.user_daily_credit_limit:
+        limit += f" ({settings.user_daily_credit_limit} per user)"
+    text = f"""\
+Products sold in TikTok videos, with estimated units sold and GMV per product, from KeyAPI's Video \
+Products (Analytics) endpoint.
+
+Use it for: which products a video features, how many units each sold and the GMV it drove, and how \
+well a video converts (engagement, units and GMV per 1k views). Pass every video you need in one call.
+
+Cost: each upstream page (up to {PAGE_SIZE} product rows across the requested videos) costs 1 paid \
+credit. At most {settings.max_credits_per_call} credits per call (KEYAPI_MAX_CREDITS_PER_CALL; lower \
+it with max_credits), {limit}. {_describe_cache(settings.cache_ttl_seconds)}
+
+Returns: per video (sorted by GMV) views, engagement rate, units sold and GMV, and its products (by \
+GMV) with units, GMV and average price; totals; credits spent; `not_found` ids with no product rows. \
+GMV currency is not stated by the upstream. If `complete` is false, call again with the pending ids and \
+`next_page_num` as the text says. response_format="detailed" adds description, hashtags, cover and \
+video URLs. group_by="product" returns each product's exact totals across the videos instead (plus \
+totals by region and day). The text is kept under {settings.max_output_tokens or "no"} tokens \
+(KEYAPI_MAX_OUTPUT_TOKENS; `top` caps products per video): what it leaves out is named, and each cached \
+video is free to re-read at keyapi://videos/<id>."""
+    if demo_ids:
+        text += (
+            f"\n\nDEMO MODE: sample data, no credits. Videos with products: {', '.join(demo_ids)}. Any other id "
+            "answers 'no products', as a real video without products would."
+        )
+    return text
+
+
+CREDIT_USAGE_DESCRIPTION = (
+    "Free, no upstream request, works without an API key. Reports credits spent today (UTC), the daily "
+    "limit and what remains, the per-call cap, when the limit resets, credits the cache saved, cached videos, "
+    "and your last 10 upstream requests (with a per-user limit, also your own credits today). Call it before "
+    "large get_video_products requests."
+)
+
+
+def _published(tool: Tool) -> Tool:
+    """Publish a tool that validates strictly and advertises compact schemas.
+
+    Unknown arguments are rejected (a typo'd `refresh` must not silently serve a stale cache) and types are
+    strict (`max_credits: true`, `"1"` or `1.0` is no integer, `refresh: "yes"` no boolean): a coerced value
+    could spend a credit the model never meant to. Schemas are compacted (see `keyapi_mcp.surface.schema`).
+    """
+    base = tool.fn_metadata.arg_model
+    tool.fn_metadata.arg_model = type(
+        base.__name__, (base,), {"model_config": ConfigDict(extra="forbid", strict=True), "__module__": base.__module__}
+    )
+    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False})
+    if tool.fn_metadata.output_schema is not None:
+        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
+    return tool
+
+
+def tools_for(settings: Settings, view: ProductsView, *, demo_ids: Sequence[str] = ()) -> list[Tool]:
+    """The two tools, with descriptions that state this server's actual limits."""
+    return [
+        _published(
+            Tool.from_function(
+                get_video_products,
+                name="get_video_products",
+                title="TikTok video products & sales (KeyAPI, paid)",
+                description=describe_get_video_products(settings, demo_ids=demo_ids),
+                icons=icons(),
+                meta=view.tool_meta(get_video_products),
+                annotations=ToolAnnotations(
+                    read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+                ),
+            )
+        ),
+        _published(
+            Tool.from_function(
+                get_credit_usage,
+                name="get_credit_usage",
+                title="KeyAPI credit usage (free)",
+                description=CREDIT_USAGE_DESCRIPTION,
+                icons=icons(),
+                annotations=ToolAnnotations(
+                    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+                ),
+            )
+        ),
+    ]
