@@ -160,7 +160,6 @@ ERROR_PAYLOADS: list[tuple[str, int, dict[str, Any], str]] = [
         "upstream_error",
     ),
     ("message with ANSI", 402, {"code": 402, "message": f"\x1b[31m{INJECTION}\x1b[0m\n[timeout]"}, "out_of_credits"),
-    ("envelope code is prose", 200, {"code": f"[ok] {INJECTION}", "message": "x", "data": []}, "upstream_error"),
 ]
 
 
@@ -188,6 +187,41 @@ async def test_upstream_error_payloads_stay_inside_their_quote(
     assert all(e.request_id is None for e in usage.recent)  # a prose request id is dropped, not shown
     assert all(re.fullmatch(r"[a-z0-9_:]+", e.outcome) for e in usage.recent), [e.outcome for e in usage.recent]
     assert parsed(recovered).credits.spent == 1
+
+
+@pytest.mark.anyio
+async def test_an_envelope_code_that_is_prose_is_counted_as_possibly_charged_and_stays_in_its_shape(
+    no_backoff: None,
+) -> None:
+    fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY)
+    fake.script = [(200, {"code": f"[ok] {INJECTION}", "message": "x", "data": [], "requestId": INJECTION}, {})]
+    with FakeUpstreamServer(fake) as upstream:
+        async with connect(make_settings(upstream.url)) as client:
+            result = await client.call_tool(TOOL, {"video_ids": [VID]})
+            usage = await usage_of(client)
+
+    text = text_of(result)
+    assert result.is_error and text.startswith("[upstream_error]"), text
+    assert_no_injection(text)
+    assert len(fake.requests) == 1  # not retried: the upstream may have charged it
+    [entry] = usage.recent
+    assert (entry.outcome, entry.charged, usage.spent_today) == ("envelope_other", "uncertain", 1)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [0, 0.0, "0", " 0 ", "0.0"])
+async def test_every_json_spelling_of_a_zero_code_is_success(code: object) -> None:
+    fake = FakeUpstream({VID: [row()]}, api_key=TEST_API_KEY)
+    fake.script = [(200, {"code": code, "message": "success", "data": [row()]}, {})]
+    with FakeUpstreamServer(fake) as upstream:
+        async with connect(make_settings(upstream.url)) as client:
+            result = await client.call_tool(TOOL, {"video_ids": [VID]})
+            usage = await usage_of(client)
+
+    assert not result.is_error, text_of(result)
+    assert len(fake.requests) == 1 and parsed(result).credits.spent == 1
+    [entry] = usage.recent
+    assert (entry.outcome, entry.charged, usage.spent_today) == ("ok", "yes", 1)
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """What one upstream attempt's outcome means, as pure functions: for the ledger, the caller and the retries.
 
-Refusals are one table (`REFUSALS`), applied alike to the HTTP status and to the envelope's `code`.
+Refusals are one table (`REFUSALS`), applied alike to the HTTP status and to the envelope's `code`; what
+the server cannot classify is counted as possibly charged ("uncertain"), never as free.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,13 +129,22 @@ def _said(body: Any) -> str:
 
 
 def envelope_code(value: Any) -> int | None:
-    """The envelope `code` as an integer (the documented type; "401" is read as 401), else None."""
+    """The envelope `code` as the number it spells (0, 0.0, "0" and "0.0" are all success), else None.
+
+    The upstream documents an integer, but JSON does not tell 0 from 0.0 and proxies may send numbers as
+    strings. A value that is no integral number (true, "ok", 1.5, null) is None: not a code we know.
+    """
     if isinstance(value, bool):
         return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
     return None
 
 
@@ -161,11 +172,13 @@ def classify_response(status: int, body: Any, *, retry_after: float | None = Non
         return Verdict("malformed_body", "uncertain", status, error=error)
     code = envelope_code(body["code"])
     if code is None:
+        # Neither success nor a refusal we know: it may have been charged, so it is counted, never retried.
         shown = safe_token(body["code"], limit=20) or "not a number"
         error = UpstreamError(
-            f"KeyAPI returned an error envelope (code {shown}).{said}", hint="Retry later; nothing was charged."
+            f"KeyAPI answered with an envelope code that is not a number ({shown}); counted as possibly charged.{said}",
+            hint="Retry later; if it persists the upstream API may have changed.",
         )
-        return Verdict("envelope_other", "no", status, error=error, retry=True)
+        return Verdict("envelope_other", "uncertain", status, error=error)
     if code != 0:
         outcome = f"envelope_{code}"[:40]  # one word in the ledger
         return _refused(refusal_for(code, envelope=True), f"code {code}", outcome, status, said, None)
