@@ -62,9 +62,9 @@ def test_the_estimate_is_above_the_bench_tokenizers_count_for_every_kind_of_answ
 def test_an_answer_that_fits_is_returned_unchanged_and_a_zero_budget_never_cuts():
     result = result_of(synthetic_dataset(50, seed=3, min_products=10, max_products=12))
     full = render_text(result)
-    assert fit_text(result, full, max_tokens=0) == full
-    assert fit_text(result, full, max_tokens=estimate_tokens(full)) == full
-    assert fit_text(result, full, max_tokens=estimate_tokens(full) - 1) != full
+    assert fit_text(result, max_tokens=0) == full
+    assert fit_text(result, max_tokens=estimate_tokens(full)) == full
+    assert fit_text(result, max_tokens=estimate_tokens(full) - 1) != full
 
 
 async def test_a_50_video_detailed_answer_fits_the_budget_and_names_what_it_left_out():

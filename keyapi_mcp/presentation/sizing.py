@@ -65,13 +65,14 @@ def _longest(result: VideoProductsResult) -> int:
     return max((len(v.products) for v in result.videos), default=0)
 
 
-def fit_text(result: VideoProductsResult, full_text: str, *, max_tokens: int, top: int | None = None) -> str:
-    """The widest view of `result` whose text fits `max_tokens` (0 = no budget).
+def fit_text(result: VideoProductsResult, *, max_tokens: int, top: int | None = None) -> str:
+    """The text of the widest view of `result` that fits `max_tokens` (0 = no budget).
 
-    `full_text` is `render_text(result)`, rendered by the caller (the common answer fits and is returned
-    as is). If even the narrowest view (no products listed) does not fit, that view is returned: it is the
-    shortest complete statement of the answer, and it names everything it leaves out.
+    The common answer fits whole and is rendered once. If even the narrowest view (no products listed) does
+    not fit, that view is returned: it is the shortest complete statement of the answer, and it names
+    everything it leaves out.
     """
+    full_text = render_text(result)
     if top is None and (max_tokens <= 0 or estimate_tokens(full_text) <= max_tokens):
         return full_text
     views = _views(result, top)

@@ -17,7 +17,7 @@ from keyapi_mcp.core.domain import PAGE_SIZE
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.presentation.build import build_result
 from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
-from keyapi_mcp.presentation.render import render_text, render_usage
+from keyapi_mcp.presentation.render import render_usage
 from keyapi_mcp.presentation.sizing import fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
 from keyapi_mcp.surface.app import ProductsView, icons, note_view
@@ -134,7 +134,7 @@ async def get_video_products(
     )
     if group_by == "product":
         result = with_product_totals(result)
-    text = fit_text(result, render_text(result), max_tokens=state.settings.max_output_tokens, top=top)
+    text = fit_text(result, max_tokens=state.settings.max_output_tokens, top=top)
     return CallToolResult(
         content=[
             TextContent(type="text", text=note_view(text, ctx)),
