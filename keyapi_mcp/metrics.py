@@ -9,7 +9,10 @@ Series (no per-user labels: the caller is in the ledger, not in label sets that 
 
 - `mcp_server_operation_duration_seconds{mcp_method_name, gen_ai_tool_name, error_type}` — every MCP
   request, named as in the OpenTelemetry MCP semantic conventions (`error_type` is the JSON-RPC error
-  code, `tool_error` for a tool result with `isError`, or the exception type; empty on success);
+  code, `tool_error` for a tool result with `isError`, or the exception type; empty on success). A method
+  the protocol does not define, or a tool this server does not have, is labelled `_OTHER` (the
+  OpenTelemetry spelling for a value outside the known set): clients choose those names, so labelling
+  by them would let any client grow the series without bound;
 - `keyapi_credits_charged_total{outcome="yes|uncertain"}` — upstream requests that cost (or may have
   cost) a credit;
 - `keyapi_cache_videos_total{result="hit|miss"}` — requested videos answered free (cache or a shared
@@ -39,6 +42,16 @@ BUDGET_LIMITS = ("per_call", "daily", "user")
 # Upstream pages take from tens of ms to the client's 30 s timeout; MCP operations include whole page walks.
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OPERATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+OTHER_LABEL = "_OTHER"  # a client-chosen method or tool name outside the known set
+
+
+def protocol_methods() -> frozenset[str]:
+    """The request methods the MCP protocol defines (the client-request union of `mcp_types`)."""
+    from typing import get_args
+
+    from mcp_types import ClientRequest
+
+    return frozenset(str(request.model_fields["method"].default) for request in get_args(ClientRequest))
 
 
 class Metrics:
@@ -146,8 +159,10 @@ class PrometheusMetrics(Metrics):
 class MetricsMiddleware:
     """SDK server middleware (`MCPServer.middleware`) timing every request, labelled like the SDK's OTel spans."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, tool_names: Iterable[str]) -> None:
         self._metrics = metrics
+        self._methods = protocol_methods()
+        self._tools = frozenset(tool_names)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None:  # a notification: no operation to time
@@ -156,12 +171,15 @@ class MetricsMiddleware:
         from mcp_types import INVALID_PARAMS, CallToolResult
         from pydantic import ValidationError
 
-        name = ctx.params.get("name") if ctx.params and ctx.method == "tools/call" else None
-        tool = name if isinstance(name, str) else ""
+        method = ctx.method if ctx.method in self._methods else OTHER_LABEL
+        tool = ""
+        if method == "tools/call":
+            name = ctx.params.get("name") if ctx.params else None
+            tool = name if isinstance(name, str) and name in self._tools else OTHER_LABEL
         started = time.perf_counter()
 
         def done(error_type: str) -> None:
-            self._metrics.operation(ctx.method, tool, error_type, time.perf_counter() - started)
+            self._metrics.operation(method, tool, error_type, time.perf_counter() - started)
 
         try:
             result = await call_next(ctx)

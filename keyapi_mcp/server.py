@@ -147,13 +147,14 @@ def build_server(
 
         demo_ids = [vid for vid, rows in demo_dataset().items() if rows]
     view = ProductsView()  # the MCP Apps view of get_video_products (ui://keyapi/products)
+    tools = tools_for(settings, view, demo_ids=demo_ids)
     server = KeyAPIMCPServer(
         SERVER_NAME,
         title=SERVER_TITLE,
         icons=icons(),
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=tools_for(settings, view, demo_ids=demo_ids),
+        tools=tools,
         extensions=[view],
         lifespan=lifespan,
         log_level=settings.log_level,
@@ -166,5 +167,5 @@ def build_server(
     register_prompts(server, live)
     server.metrics = metrics
     if metrics.enabled:
-        server.middleware.append(MetricsMiddleware(metrics))
+        server.middleware.append(MetricsMiddleware(metrics, [tool.name for tool in tools]))
     return server
