@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 
 from keyapi_mcp import __version__
 from keyapi_mcp.presentation.models import CreditUsage
-from keyapi_mcp.upstream.demo import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, demo_dataset
+from keyapi_mcp.upstream.demo import DOCUMENTED_ROW, DOCUMENTED_VIDEO_ID, FakeUpstream, demo_dataset
 
 PROCESS_TIMEOUT = 20.0
 
@@ -199,3 +199,34 @@ def test_stdout_carries_only_json_rpc_while_debug_logs_go_to_stderr_without_the_
     assert " DEBUG " in log  # logging really ran at DEBUG, on stderr
     assert TEST_API_KEY not in log
     assert len(fake_upstream.fake.requests) == 2
+
+
+@pytest.mark.parametrize("source", ["pipe", "file"])
+def test_a_last_request_without_a_trailing_newline_is_answered_before_the_server_exits(
+    command: str, base_env: dict[str, str], tmp_path: Path, source: str
+):
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
+    call = tool_call(2, {"video_ids": [DOCUMENTED_VIDEO_ID]})
+    messages = [init, {"jsonrpc": "2.0", "method": "notifications/initialized"}, call]
+    piped = "\n".join(json.dumps(m) for m in messages).encode()  # `printf '%s' "$requests" | keyapi-mcp`
+    assert not piped.endswith(b"\n")
+    fake = FakeUpstream(demo_dataset(), api_key=TEST_API_KEY, latency=0.5)  # in flight when the input ends
+    with FakeUpstreamServer(fake) as upstream:
+        env = {**base_env, "KEYAPI_API_KEY": TEST_API_KEY, "KEYAPI_BASE_URL": upstream.url}
+        run = {"env": env, "cwd": tmp_path, "capture_output": True, "timeout": PROCESS_TIMEOUT}
+        if source == "pipe":
+            proc = subprocess.run([command], input=piped, **run)  # type: ignore[call-overload]
+        else:
+            (tmp_path / "requests.jsonl").write_bytes(piped)
+            with (tmp_path / "requests.jsonl").open("rb") as stdin:
+                proc = subprocess.run([command], stdin=stdin, **run)  # type: ignore[call-overload]
+    answers = {m.get("id"): m for m in map(json.loads, proc.stdout.splitlines())}
+    assert proc.returncode == 0, proc.stderr
+    assert "error" not in answers[2], answers[2]
+    assert answers[2]["result"]["structuredContent"]["videos"][0]["video_id"] == DOCUMENTED_VIDEO_ID
+    assert fake.charged == 1

@@ -4,7 +4,8 @@ The SDK's stdio transport ends the session at end of input and cancels whatever 
 paid call sent just before stdin closed would be charged and never answered. The SDK has no hook to let
 calls in flight finish first, and its stdio transport stays untouched here: this relays the real stdin into
 a pipe that becomes fd 0 before the SDK claims it, and at end of input holds the pipe open until no tool
-call has run for a quiet moment (bounded). Only pipes and files are relayed, on POSIX; a terminal, or
+call has run for a quiet moment (bounded); a last line without its newline is ended, so it is answered too.
+Only pipes and files are relayed, on POSIX; a terminal, or
 Windows, gets the SDK's own behaviour.
 """
 
@@ -43,11 +44,15 @@ def drain_stdin_at_eof(calls_in_flight: Callable[[], int]) -> bool:
     os.close(read_end)
 
     def relay() -> None:
+        last = b"\n"
         try:
             while chunk := os.read(source, CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(write_end, view) :]
+                last = chunk[-1:]
+                _write_all(write_end, chunk)
+            if last != b"\n":
+                # The SDK reads whole lines, so a last message without its newline would only reach it at end
+                # of input, which also ends the session and cancels that very request: end the line here.
+                _write_all(write_end, b"\n")
             _wait_until_idle(calls_in_flight)
         except OSError:
             pass  # the server is gone (pipe closed): nothing left to hold open
@@ -57,6 +62,12 @@ def drain_stdin_at_eof(calls_in_flight: Callable[[], int]) -> bool:
 
     threading.Thread(target=relay, name="keyapi-mcp-stdin", daemon=True).start()
     return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _wait_until_idle(calls_in_flight: Callable[[], int]) -> None:
