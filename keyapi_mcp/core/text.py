@@ -125,3 +125,9 @@ def upstream_said(message: str | None, limit: int = 200) -> str:
     """
     cleaned = clean_text(message, limit) if isinstance(message, str) else None
     return f" Upstream said: {quote_untrusted(cleaned)}." if cleaned else ""
+
+
+def short_echo(value: str, limit: int = 80) -> str:
+    """What an error may quote of a client's argument: printable characters, at most `limit` of them."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"

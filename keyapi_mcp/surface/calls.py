@@ -10,8 +10,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from pydantic import ValidationError
 
+from keyapi_mcp.core.text import short_echo
 from keyapi_mcp.errors import KeyAPIError, UnknownTool
 from keyapi_mcp.metrics import NO_METRICS, Metrics
+from keyapi_mcp.surface.prompts import PROMPTS_HINT, invalid_argument
+from keyapi_mcp.surface.resources import unreadable_uri
 from keyapi_mcp.surface.slots import CallSlots
 from keyapi_mcp.surface.state import AppState
 
@@ -26,8 +29,9 @@ INTERNAL_ERROR_TEXT = (
 def _validation_text(tool: str, exc: ValidationError) -> str:
     problems = []
     for err in exc.errors(include_input=False, include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
-        problems.append(f"{loc}: {err.get('msg', 'invalid')}")
+        # Field names and validator messages can carry what the client sent: quoted bounded, never whole.
+        loc = short_echo(".".join(str(p) for p in err.get("loc", ())), 60) or "arguments"
+        problems.append(f"{loc}: {short_echo(str(err.get('msg', 'invalid')), 200)}")
     return (
         f"[invalid_input] Invalid arguments for {tool}: "
         + "; ".join(problems)
@@ -58,7 +62,7 @@ class KeyAPIMCPServer(MCPServer[AppState]):
     async def _call_tool(self, name: str, arguments: dict[str, Any], context: Any) -> Any:
         try:
             if name not in {tool.name for tool in await self.list_tools()}:
-                raise UnknownTool(f"There is no tool named {name!r}.")
+                raise UnknownTool(f"There is no tool named {short_echo(name)!r}.")
             if self.call_slots is None:
                 return await super().call_tool(name, arguments, context)
             async with self.call_slots.hold():
@@ -75,3 +79,24 @@ class KeyAPIMCPServer(MCPServer[AppState]):
                 log.error("tool %s failed unexpectedly", name, exc_info=cause)
                 raise ToolError(INTERNAL_ERROR_TEXT) from None
             raise
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
+        """The SDK's prompt rendering, with an unknown name or a missing argument answered as invalid params."""
+        prompt = next((p for p in await self.list_prompts() if p.name == name), None)
+        if prompt is None:
+            raise invalid_argument(
+                name, f"[invalid_input] There is no prompt named {short_echo(name)!r}. {PROMPTS_HINT}"
+            )
+        missing = [a.name for a in prompt.arguments or [] if a.required and a.name not in (arguments or {})]
+        if missing:
+            raise invalid_argument(
+                name, f"[invalid_input] {name} needs the argument(s) {', '.join(missing)}. Pass them and get it again."
+            )
+        return await super().get_prompt(name, arguments, context)
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        """The SDK's resource read, after refusing a URI too long or malformed to echo (the SDK repeats it)."""
+        refusal = unreadable_uri(str(uri))
+        if refusal is not None:
+            raise refusal
+        return await super().read_resource(uri, context)

@@ -3,23 +3,43 @@
 Each prompt returns one short user message naming the tool calls to make (batched, budget checked first
 with the free get_credit_usage) and what to report, so a question about many videos costs one paid call and
 the model quotes the server's exact totals instead of adding numbers up itself.
+
+A bad argument (an id that is not one, a short link, `n="ten"`) is the client's to fix, so it answers
+JSON-RPC invalid params (-32602) with the `[invalid_input]` text, raised as the SDK's `MCPError` (which its
+prompt rendering passes through unchanged), and is logged as one line: any other exception would reach the
+client as a generic "Error rendering prompt" and the server log as a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    PromptReference,
+    ResourceTemplateReference,
+)
 
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
+from keyapi_mcp.core.text import short_echo
 from keyapi_mcp.errors import KeyAPIError
 from keyapi_mcp.presentation.render import VIDEO_URI_TEMPLATE
 from keyapi_mcp.surface.state import LiveState
 
+log = logging.getLogger(__name__)
+
 MAX_TOP = 100
 MAX_COMPLETIONS = 100  # the protocol's cap on values per completion answer
+# Longer typed text gets no completion: each value offered repeats what is typed before its last item.
+MAX_COMPLETION_INPUT = MAX_VIDEO_IDS * 30
+PROMPTS_HINT = "The prompts are analyze_video_commerce, compare_videos and top_products (prompts/list)."
 _SPLIT = re.compile(r"[\s,]+")
 
 # Prompt -> its arguments that hold video ids (completed from the cache).
@@ -36,12 +56,31 @@ BUDGET_STEP = (
 QUOTE_RULE = "Quote the tool's numbers (GMV currency is not stated upstream); do not add numbers up yourself."
 
 
-def _ids(value: str, argument: str) -> list[str]:
+def invalid_argument(prompt: str, text: str) -> MCPError:
+    """The invalid-params error for a prompt argument, logged as one line (the client sees `text`)."""
+    log.info("prompt %s refused: %s", short_echo(prompt), text)
+    return MCPError(code=INVALID_PARAMS, message=text)
+
+
+def _ids(value: str, argument: str, prompt: str) -> list[str]:
     """The prompt argument's ids (comma or space separated ids or video URLs), checked as the tool checks them."""
     try:
         return normalize_video_ids([t for t in _SPLIT.split(value) if t])
     except KeyAPIError as exc:
-        raise ValueError(f"{argument}: {exc.render()}") from None
+        text = exc.render().removeprefix("[invalid_input] ")
+        raise invalid_argument(prompt, f"[invalid_input] {argument}: {text}") from None
+
+
+def _top(value: str) -> int:
+    """`n` of top_products: prompt arguments are strings on the wire, so the number is read here."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 3 and 1 <= int(text) <= MAX_TOP):
+        raise invalid_argument(
+            "top_products",
+            f"[invalid_input] n: {short_echo(value)!r} is not a whole number from 1 to {MAX_TOP}. "
+            f'Pass n as digits, e.g. "10", and get the prompt again.',
+        )
+    return int(text)
 
 
 def _list(ids: list[str]) -> str:
@@ -50,7 +89,7 @@ def _list(ids: list[str]) -> str:
 
 def analyze_video_commerce(video_ids: str) -> str:
     """Which products these TikTok videos sell, how well, and which videos convert best."""
-    ids = _ids(video_ids, "video_ids")
+    ids = _ids(video_ids, "video_ids", "analyze_video_commerce")
     return (
         f"Analyze the TikTok commerce of {len(ids)} video(s).\n"
         f"1. {BUDGET_STEP}\n"
@@ -63,7 +102,8 @@ def analyze_video_commerce(video_ids: str) -> str:
 
 def compare_videos(video_ids_a: str, video_ids_b: str) -> str:
     """Compare two groups of TikTok videos (e.g. two creators) by units, GMV and products."""
-    a, b = _ids(video_ids_a, "video_ids_a"), _ids(video_ids_b, "video_ids_b")
+    a = _ids(video_ids_a, "video_ids_a", "compare_videos")
+    b = _ids(video_ids_b, "video_ids_b", "compare_videos")
     return (
         f"Compare two groups of TikTok videos: A ({len(a)}) and B ({len(b)}).\n"
         f"1. {BUDGET_STEP}\n"
@@ -74,16 +114,15 @@ def compare_videos(video_ids_a: str, video_ids_b: str) -> str:
     )
 
 
-def top_products(video_ids: str, n: int = 10) -> str:
+def top_products(video_ids: str, n: str = "10") -> str:
     """The best-selling products across a set of TikTok videos, with exact totals computed by the server."""
-    if not 1 <= n <= MAX_TOP:
-        raise ValueError(f"n: must be between 1 and {MAX_TOP}")
-    ids = _ids(video_ids, "video_ids")
+    top = _top(n)
+    ids = _ids(video_ids, "video_ids", "top_products")
     return (
-        f"Find the top {n} products across {len(ids)} TikTok video(s).\n"
+        f"Find the top {top} products across {len(ids)} TikTok video(s).\n"
         f"1. {BUDGET_STEP}\n"
-        f'2. Call get_video_products(video_ids={_list(ids)}, group_by="product", top={n}).\n'
-        f"3. Report the top {n} as a table: product, units, GMV, share of GMV, number of videos, best video; "
+        f'2. Call get_video_products(video_ids={_list(ids)}, group_by="product", top={top}).\n'
+        f"3. Report the top {top} as a table: product, units, GMV, share of GMV, number of videos, best video; "
         "then the totals by region and by day. The server computed these sums exactly. " + QUOTE_RULE
     )
 
@@ -117,6 +156,8 @@ def register_prompts(server: MCPServer[Any], live: LiveState) -> None:
 
 def complete_ids(value: str, cached: list[str], *, as_list: bool) -> Completion:
     """Cached ids extending what is typed; in a list argument, the last item, after the ids already typed."""
+    if len(value) > MAX_COMPLETION_INPUT:
+        return Completion(values=[], total=0, has_more=False)
     head, _, partial = value.rpartition(",") if as_list else ("", "", value)
     typed = {t for t in _SPLIT.split(head) if t}
     prefix = head + "," if head else ""

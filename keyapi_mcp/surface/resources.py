@@ -15,9 +15,11 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp_types import ResourceLink
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, ResourceLink
 
 from keyapi_mcp.core.ids import ID_PATTERN, canonical_id
+from keyapi_mcp.core.text import short_echo
 from keyapi_mcp.presentation.build import build_usage, build_video
 from keyapi_mcp.presentation.models import CreditUsage, VideoOut, VideoProductsResult
 from keyapi_mcp.presentation.render import VIDEO_URI_TEMPLATE
@@ -26,6 +28,9 @@ from keyapi_mcp.surface.state import AppState, LiveState
 
 USAGE_URI = "keyapi://usage"
 JSON = "application/json"
+VIDEO_URI_PREFIX = VIDEO_URI_TEMPLATE.removesuffix("{video_id}")
+# The SDK quotes a failed URI in its error (message and data): longer ones are refused before it sees them.
+MAX_URI_CHARS = 256
 
 
 def video_uri(video_id: str) -> str:
@@ -72,6 +77,28 @@ def video_links(result: VideoProductsResult, *, cache_ttl: int) -> list[Resource
         for v in result.videos
         if v.video_id not in pending
     ]
+
+
+def _bad_video_id(video_id: str) -> str:
+    what = f"{len(video_id)} digits" if video_id.isascii() and video_id.isdigit() else repr(short_echo(video_id, 40))
+    return (
+        f"[invalid_input] The video id in keyapi://videos/<id> ({what}) is not a TikTok video id: use 1 to 25 digits."
+    )
+
+
+def unreadable_uri(uri: str) -> MCPError | None:
+    """A bounded invalid-params error for a URI no resource can serve and too long to echo, else None."""
+    if uri.startswith(VIDEO_URI_PREFIX) and not ID_PATTERN.fullmatch(video_id := uri.removeprefix(VIDEO_URI_PREFIX)):
+        if len(uri) > MAX_URI_CHARS:
+            return MCPError(code=INVALID_PARAMS, message=_bad_video_id(video_id), data={"uri": short_echo(uri)})
+    elif len(uri) > MAX_URI_CHARS:
+        return MCPError(
+            code=INVALID_PARAMS,
+            message=f"[not_found] No resource has a URI of {len(uri)} characters ({short_echo(uri, 40)!r}). "
+            "Read keyapi://usage or keyapi://videos/<id> (resources/list, resources/templates/list).",
+            data={"uri": short_echo(uri)},
+        )
+    return None
 
 
 def _not_cached(video_id: str, state: AppState) -> ResourceNotFoundError:
@@ -121,9 +148,7 @@ def register_resources(server: MCPServer[Any], live: LiveState) -> None:
     async def cached_video(video_id: str, ctx: Context) -> str:  # bare: the SDK resolves the hint at runtime
         state: AppState = ctx.request_context.lifespan_context
         if not ID_PATTERN.fullmatch(video_id):
-            raise ResourceNotFoundError(
-                f"[invalid_input] {video_id[:40]!r} is not a TikTok video id: use keyapi://videos/<numeric id>."
-            )
+            raise ResourceNotFoundError(_bad_video_id(video_id))
         vid = canonical_id(video_id)
         video = await read_cached_video(state, vid)
         if video is None:
