@@ -441,3 +441,23 @@ async def test_discovery_falls_back_to_openid_configuration_and_refuses_metadata
         idp.get(metadata_urls(issuer)[0]).respond(json={"issuer": "https://evil.example", "jwks_uri": f"{issuer}/c"})
         with pytest.raises(AuthServerUnavailable, match="not KEYAPI_MCP_OAUTH_ISSUER"):
             await JWKSCache(issuer).key_for("k1", "ES256")
+
+
+@pytest.mark.anyio
+async def test_a_jwt_whose_subject_is_static_never_shares_the_static_tokens_budget(
+    idp: OIDCProvider, resource: str, mcp_port: int
+):
+    settings = oauth_settings(
+        idp.issuer, resource, mcp_auth_token=TEST_AUTH_TOKEN, user_daily_credit_limit=1, cache_ttl_seconds=0
+    )
+    impostor = idp.keys[0].sign(claims(idp, resource, sub=STATIC_CALLER, client_id=STATIC_CALLER))
+    with serving(settings, mcp_port) as served:
+        static_result, static_caller = await call_tools(served.base, TEST_AUTH_TOKEN)
+        # With the cache off the same video costs again: one shared per-user limit of 1 would refuse it.
+        jwt_result, jwt_caller = await call_tools(served.base, impostor)
+        spent = await served.spent()
+
+    assert not static_result.is_error and not jwt_result.is_error
+    assert static_caller == STATIC_CALLER
+    assert jwt_caller != STATIC_CALLER and jwt_caller.startswith("~static~")
+    assert spent == 2

@@ -26,6 +26,7 @@ from keyapi_mcp.errors import ConfigError, HttpConfigError
 from keyapi_mcp.server import build_server
 from keyapi_mcp.surface.caller import STATIC_CALLER, caller_of
 from keyapi_mcp.transport.http import build_http_app
+from keyapi_mcp.transport.oauth import KeyAPITokenVerifier
 from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID
 
 ALICE = "alice_token_0123456789abcdef"
@@ -47,10 +48,51 @@ def test_the_caller_is_the_tokens_user_else_its_client_else_static_or_local():
     token = AccessToken(token="t", client_id="ci-app", scopes=[], subject="user-42")
     assert caller_of(token) == "user-42"
     assert caller_of(token.model_copy(update={"subject": None})) == "ci-app"
-    assert caller_of(token.model_copy(update={"subject": "bad\nname" + "x" * 500})).startswith("bad?name")
-    assert len(caller_of(token.model_copy(update={"subject": "x" * 500}))) == 200
     assert caller_of(None, static=True) == STATIC_CALLER
     assert caller_of(None) == LOCAL_CALLER
+
+
+# Identities that earlier versions merged (trimmed, control characters replaced, cut at 200 characters) or
+# that are spelled like a built-in caller.
+LOOKALIKES = [" alice ", "alice", "a\nb", "a?b", "x" * 200 + "1", "x" * 200 + "2", "static", "local", ""]
+
+
+@pytest.mark.anyio
+async def test_distinct_identities_get_distinct_bounded_keys_and_plain_ones_keep_their_name():
+    # As keyapi_mcp.auth makes them: a verified JWT carries its issuer; the static token is the built-in caller.
+    token = AccessToken(token="t", client_id="ci-app", scopes=[], claims={"iss": ISSUER})
+    static = KeyAPITokenVerifier(static_token=TEST_AUTH_TOKEN, jwt_verifier=None, resource_url=None, static_scopes=[])
+    assert caller_of(await static.verify_token(TEST_AUTH_TOKEN)) == STATIC_CALLER
+    keys = [caller_of(token.model_copy(update={"subject": who, "client_id": who})) for who in LOOKALIKES]
+    assert len(set(keys)) == len(LOOKALIKES)
+    assert STATIC_CALLER not in keys and LOCAL_CALLER not in keys
+    assert keys[1] == "alice" and keys[3] == "a?b"  # plain identities read as before (existing ledgers)
+    assert all(len(key) <= 200 and key.isprintable() for key in keys)
+    assert keys[0].startswith("~") and "alice" in keys[0]  # a digested identity still shows who it is
+    # A long identity is never cut into another one's key, however they begin.
+    long_key = caller_of(token.model_copy(update={"subject": "y" * 5000}))
+    assert long_key != caller_of(token.model_copy(update={"subject": "y" * 4999})) and len(long_key) < 100
+
+
+@pytest.mark.anyio
+async def test_callers_that_earlier_versions_merged_each_spend_from_their_own_limit_over_http():
+    tokens = {f"token-{i:02d}-0123456789abcdef": who for i, who in enumerate(LOOKALIKES) if who}
+    settings = http_settings(
+        mcp_auth_token=None, user_daily_credit_limit=1, daily_credit_limit=100, cache_ttl_seconds=0
+    )
+    build = {**team_build(), "token_verifier": TokenMapVerifier(tokens)}
+    usages = []
+    with serving(settings, **build) as base:
+        for token in tokens:
+            async with connect(base, token) as client:
+                # With the cache off every call costs a credit: a merged caller would be refused here.
+                paid = parsed(await client.call_tool(TOOL, {"video_ids": [THREE_ROWS]}))
+                assert paid.credits.spent == 1
+                usages.append((await client.call_tool("get_credit_usage", {})).structured_content)
+    assert all(u is not None and u["you"]["spent_today"] == 1 and len(u["recent"]) == 1 for u in usages)
+    names = [u["you"]["caller"] for u in usages if u is not None]
+    assert len(set(names)) == len(tokens) and not set(names) & {STATIC_CALLER, LOCAL_CALLER}
+    assert usages[-1] is not None and usages[-1]["spent_today"] == len(tokens)  # the team's figure counts all
 
 
 @pytest.mark.anyio

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from keyapi_mcp.core.text import quote_untrusted
+from keyapi_mcp.core.text import quote_untrusted, safe_token
 from keyapi_mcp.presentation.models import CreditUsage, VideoOut, VideoProductsResult
 from keyapi_mcp.presentation.totals import exact, money
 
+MAX_CALLER_SHOWN = 200  # surface.caller keeps keys shorter; a longer one is quoted, not trusted
 DEMO_BANNER = "DEMO DATA: bundled sample (1 real documented example + synthetic videos), not live KeyAPI data."
 
 
@@ -236,7 +237,9 @@ def render_usage(usage: CreditUsage) -> str:
             if you.daily_limit
             else f"{you.spent_today} (no per-user limit)"
         )
-        lines.append(f"your credits today ({you.caller}): {own}; uncertain {you.uncertain_today}")
+        # An identity comes from the token's issuer; anything but a plain token is shown as quoted data.
+        who = safe_token(you.caller, MAX_CALLER_SHOWN) or quote_untrusted(you.caller)
+        lines.append(f"your credits today ({who}): {own}; uncertain {you.uncertain_today}")
     lines.append(f"max per call {usage.max_credits_per_call}; cached videos {usage.cached_videos}")
     if usage.recent:
         lines.append("recent: at | page | ids | http | outcome | charged")
