@@ -12,8 +12,15 @@ killed mid-request leaves it counted (over-counting by one beats spending blind)
 request (only an OS crash may lose the last transactions).
 
 The schema is a list of named migrations recorded in the `migrations` table, applied in order.
-Every method is `async` so this store and the Redis store share one interface; SQLite calls are
-short and run inline.
+
+Every statement runs in a worker thread, never on the event loop, so another process holding the write
+lock (a long transaction, a backup) stalls only the writes waiting for it, up to the busy timeout, never
+health checks, free reads or other calls. Each connection is used by one thread at a time (a capacity
+limiter of one: callers wait as tasks, not threads): writes on one, reads on another (in WAL mode a reader
+never waits for a writer), and the "saved by cache" counter on a third with a short wait, skipped (logged)
+while the file stays locked, so a cached answer never queues behind a paid call. Atomicity is SQLite's, as
+before: each write is one statement or one `BEGIN IMMEDIATE` transaction on the write connection. In
+memory (demo mode) or without WAL, one connection serves all three.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from keyapi_mcp.core.domain import (
     COUNTED,
@@ -51,6 +60,9 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
+SAVINGS_BUSY_TIMEOUT_MS = 250  # the "saved by cache" counter: a statistic, never worth holding an answer
+LOCKED_HINT = "Retry in a moment; if it persists, look for a process holding the file in a long transaction."
+UNUSABLE_HINT = "Check that the state directory is writable and not full (KEYAPI_STATE_DIR), then retry."
 
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -137,7 +149,6 @@ class SQLiteStore:
         self.path = str(path)
         self.description = f"SQLite state database {self.path}"
         self._clock = clock
-        self._lock = threading.Lock()
         file = Path(self.path)
         try:
             if self.path != ":memory:":
@@ -145,24 +156,36 @@ class SQLiteStore:
                 if file.exists() and file.stat().st_size == 0:
                     # SQLite would open a zero-length file as a new, empty database and forget today's spending.
                     raise sqlite3.DatabaseError("the file is empty (truncated?), so its ledger cannot be trusted")
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-            )
-            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._writer = self._connect()
+            mode = "memory"
             if self.path != ":memory:":
-                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     log.warning("SQLite journal mode is %s, not WAL", mode)
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            # SQLite's default page cache (2 MB) fills as the cache table grows; the rows a call reads are
-            # few, so a small one keeps the "RSS after 1,000 calls" bar of bench/README.md.
-            self._conn.execute("PRAGMA cache_size = -128")  # KiB
-            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            check = self._writer.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            apply_migrations(self._conn, clock())
+            apply_migrations(self._writer, clock())
+            # Without WAL a reader would wait for writers anyway; one connection then, as in memory.
+            separate = str(mode).lower() == "wal"
+            reader = self._connect() if separate else self._writer
+            saver = self._connect(SAVINGS_BUSY_TIMEOUT_MS) if separate else self._writer
         except (sqlite3.Error, OSError) as exc:
             raise StoreOpenError(state_open_failure(file, exc)) from None
+        # One thread at a time per connection: one limiter each, shared where the connection is shared.
+        write = (self._writer, anyio.CapacityLimiter(1))
+        self._lanes = {"write": write, "read": write, "savings": write}
+        if separate:
+            self._lanes.update(read=(reader, anyio.CapacityLimiter(1)), savings=(saver, anyio.CapacityLimiter(1)))
+
+    def _connect(self, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # SQLite's default page cache (2 MB) fills as the cache table grows; the rows a call reads are
+        # few, so a small one keeps the "RSS after 1,000 calls" bar of bench/README.md.
+        conn.execute("PRAGMA cache_size = -128")  # KiB
+        return conn
 
     @classmethod
     def in_dir(cls, state_dir: Path, *, clock: Clock = time.time) -> SQLiteStore:
@@ -171,31 +194,38 @@ class SQLiteStore:
     def now(self) -> float:
         return self._clock()
 
-    def _run(self, fn: Callable[[sqlite3.Connection], Any], *, txn: bool = False) -> Any:
-        """Run `fn`; map SQLite failures to `StateStoreError`.
+    async def _run(self, fn: Callable[[sqlite3.Connection], Any], *, txn: bool = False, lane: str = "write") -> Any:
+        """Run `fn` in a worker thread on `lane`'s connection (write, read or savings).
 
-        The connection is in autocommit mode, so one statement is one atomic transaction (a write
-        statement takes the database write lock before it reads anything). `txn=True` wraps several
-        statements in `BEGIN IMMEDIATE` … `COMMIT` so they commit together.
-        """
-        with self._lock:
-            try:
-                if txn:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = fn(self._conn)
-                    except BaseException:
-                        if self._conn.in_transaction:
-                            self._conn.execute("ROLLBACK")
-                        raise
-                    self._conn.execute("COMMIT")
-                    return result
-                return fn(self._conn)
-            except sqlite3.Error as exc:
-                raise StateStoreError(
-                    f"The credit ledger ({self.description}) is not usable: {exc}.",
-                    hint="Check that the state directory is writable and not full (KEYAPI_STATE_DIR), then retry.",
-                ) from None
+        Autocommit: one statement is one atomic transaction (a write statement takes the write lock before it
+        reads); `txn=True` wraps several in `BEGIN IMMEDIATE` … `COMMIT`. A started thread finishes even if the
+        awaiting task is cancelled (anyio waits for it), so a settle is never cut."""
+        conn, slot = self._lanes[lane]
+        return await anyio.to_thread.run_sync(self._run_sync, conn, fn, txn, limiter=slot)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await self._run(fn, lane="read")
+
+    def _run_sync(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any], txn: bool) -> Any:
+        """Map SQLite failures to `StateStoreError` (runs in the connection's one worker thread)."""
+        try:
+            if txn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+            return fn(conn)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                what, hint = f"stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s", LOCKED_HINT
+            else:
+                what, hint = f"is not usable: {exc}", UNUSABLE_HINT
+            raise StateStoreError(f"The credit ledger ({self.description}) {what}.", hint=hint) from None
 
     # -- ledger ---------------------------------------------------------------------------------
 
@@ -235,7 +265,7 @@ class SQLiteStore:
             ).fetchone()
             return int(total), int(mine)
 
-        result = self._run(reserve_one)
+        result = await self._run(reserve_one)
         if isinstance(result, tuple):
             total, mine = result
             if daily_limit > 0 and total >= daily_limit:  # raising the caller's own limit would not help
@@ -244,7 +274,7 @@ class SQLiteStore:
         return result
 
     async def settle(self, reservation: Reservation, attempt: Attempt) -> None:
-        self._run(
+        await self._run(
             lambda conn: conn.execute(
                 "UPDATE ledger SET http_status = ?, outcome = ?, charged = ?, request_id = ? "
                 "WHERE id = ? AND charged = 'reserved'",
@@ -256,7 +286,7 @@ class SQLiteStore:
         day = utc_day(self._clock())
         # One statement: the day's ledger counts plus its savings row.
         rows = dict(
-            self._run(
+            await self._read(
                 lambda conn: conn.execute(
                     "SELECT charged, COUNT(*) FROM ledger WHERE day = ? GROUP BY charged "
                     "UNION ALL SELECT ' saved', credits FROM savings WHERE day = ?",
@@ -271,7 +301,7 @@ class SQLiteStore:
     async def usage_for(self, caller: str) -> DayUsage:
         day = utc_day(self._clock())
         rows = dict(
-            self._run(
+            await self._read(
                 lambda conn: conn.execute(
                     "SELECT charged, COUNT(*) FROM ledger WHERE day = ? AND caller = ? GROUP BY charged", (day, caller)
                 ).fetchall()
@@ -285,7 +315,7 @@ class SQLiteStore:
 
     async def recent(self, limit: int = 10, caller: str | None = None) -> list[LedgerEntry]:
         mine = "" if caller is None else "WHERE caller = ? "
-        rows = self._run(
+        rows = await self._read(
             lambda conn: conn.execute(
                 "SELECT at, page, ids_count, http_status, outcome, charged, request_id FROM ledger "
                 f"{mine}ORDER BY id DESC LIMIT ?",
@@ -298,13 +328,19 @@ class SQLiteStore:
         if credits <= 0:
             return
         day = utc_day(self._clock())
-        self._run(
-            lambda conn: conn.execute(
-                "INSERT INTO savings(day, credits) VALUES (?, ?) "
-                "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits",
-                (day, credits),
+        try:
+            await self._run(
+                lambda conn: conn.execute(
+                    "INSERT INTO savings(day, credits) VALUES (?, ?) "
+                    "ON CONFLICT(day) DO UPDATE SET credits = credits + excluded.credits",
+                    (day, credits),
+                ),
+                lane="savings",  # its own connection, a short wait: never queued behind a paid call's write
             )
-        )
+        except StateStoreError as exc:  # a statistic, not a credit: not worth failing an answer for
+            if self._lanes["savings"][0] is self._writer:
+                raise
+            log.warning("credits saved by the cache not recorded (%s)", exc.message)
 
     # -- cache ----------------------------------------------------------------------------------
 
@@ -313,7 +349,7 @@ class SQLiteStore:
             return {}
         since = self._clock() - max_age
         marks = ",".join("?" * len(video_ids))
-        rows = self._run(
+        rows = await self._read(
             lambda conn: conn.execute(
                 f"SELECT video_id, rows, fetched_at FROM videos WHERE video_id IN ({marks}) AND fetched_at > ?",
                 (*video_ids, since),
@@ -327,7 +363,7 @@ class SQLiteStore:
         payload = [(vid, dumps_compact(rows), fetched_at) for vid, rows in videos.items()]
         # One transaction: the videos of one walk become visible together. An entry is replaced only by one
         # fetched at the same time or later (another process may have stored a newer list meanwhile).
-        self._run(
+        await self._run(
             lambda conn: conn.executemany(
                 "INSERT INTO videos(video_id, rows, fetched_at) VALUES (?, ?, ?) ON CONFLICT(video_id) "
                 "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at "
@@ -341,7 +377,7 @@ class SQLiteStore:
         if max_age <= 0:
             return None
         since = self._clock() - max_age
-        row = self._run(
+        row = await self._read(
             lambda conn: conn.execute(
                 "SELECT rows, fetched_at FROM pages WHERE query = ? AND page = ? AND fetched_at > ?",
                 (key, page, since),
@@ -351,7 +387,7 @@ class SQLiteStore:
 
     async def put_page(self, key: str, page: int, rows: list[Any], fetched_at: float) -> None:
         data = dumps_compact(rows)
-        self._run(
+        await self._run(
             lambda conn: conn.execute(
                 "INSERT INTO pages(query, page, rows, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT(query, page) "
                 "DO UPDATE SET rows = excluded.rows, fetched_at = excluded.fetched_at",
@@ -364,7 +400,7 @@ class SQLiteStore:
             return 0
         since = self._clock() - max_age
         return int(
-            self._run(
+            await self._read(
                 lambda conn: conn.execute("SELECT COUNT(*) FROM videos WHERE fetched_at > ?", (since,)).fetchone()[0]
             )
         )
@@ -374,7 +410,7 @@ class SQLiteStore:
         if max_age <= 0 or limit <= 0:
             return []
         since = self._clock() - max_age
-        rows = self._run(
+        rows = await self._read(
             lambda conn: conn.execute(
                 "SELECT video_id FROM videos WHERE fetched_at > ? ORDER BY fetched_at DESC, video_id DESC LIMIT ?",
                 (since, limit),
@@ -393,7 +429,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM ledger WHERE day < ?", (old_day,))
             conn.execute("DELETE FROM savings WHERE day < ?", (old_day,))
 
-        self._run(txn, txn=True)
+        await self._run(txn, txn=True)
 
     # -- single-flight -------------------------------------------------------------------------
 
@@ -409,5 +445,6 @@ class SQLiteStore:
         return None
 
     async def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        for lane in ("savings", "read", "write"):
+            if lane == "write" or self._lanes[lane][0] is not self._writer:
+                await self._run(lambda conn: conn.close(), lane=lane)
