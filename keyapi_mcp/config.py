@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=21_600, ge=0)
     # Estimated tokens of a get_video_products text answer (see keyapi_mcp.sizing); 0 = no budget.
     max_output_tokens: int = Field(default=8_000, ge=0, le=1_000_000)
+    # Product entries in each list of a get_video_products structured result (keyapi_mcp.sizing); 0 = no cap.
+    max_structured_products: int = Field(default=1_000, ge=0, le=1_000_000)
     state_dir: Path | None = Field(default=None)
     state_url: str | None = Field(default=None)
     log_level: LogLevel = "WARNING"

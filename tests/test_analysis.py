@@ -81,13 +81,21 @@ def dec(value: Any) -> Decimal:
     return Decimal(str(value)) if value is not None else Decimal(0)
 
 
+def first_listings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rule for a product listed twice in one video: its first listing counts, once."""
+    firsts: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        firsts.setdefault(row["product_id"], row)
+    return list(firsts.values())
+
+
 def oracle(data: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per product, straight from the raw rows: units, GMV, videos and per-video GMV."""
     out: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"units": 0, "gmv": Decimal(0), "per_video": defaultdict(Decimal), "per_video_units": defaultdict(int)}
     )
     for vid, rows in data.items():
-        for row in rows:
+        for row in first_listings(rows):
             entry = out[row["product_id"]]
             u = int(row["total_video_sale_cnt"] or 0)
             g = dec(row["total_video_sale_gmv_amt"])
@@ -105,7 +113,7 @@ def group_oracle(data: dict[str, list[dict[str, Any]]], key: Any) -> dict[str, t
             continue  # a video without products is not in the answer's videos
         group = groups[key(rows[0])]
         group[0].add(vid)
-        for row in rows:
+        for row in first_listings(rows):
             group[1] += int(row["total_video_sale_cnt"] or 0)
             group[2] += dec(row["total_video_sale_gmv_amt"])
     return {k: (len(v[0]), v[1], cents(v[2])) for k, v in groups.items()}

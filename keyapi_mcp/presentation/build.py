@@ -60,6 +60,18 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
     if views:
         reactions = (v.total_digg_cnt, v.total_comments_cnt, v.total_shares_cnt, v.total_favorites_cnt)
         engagement = round(sum(x or 0 for x in reactions) / views, 4)
+    # A row is a product's totals in this video, so a product listed again (pages that shifted between
+    # requests, a faulty upstream) is the same fact twice: its first listing is kept, the rest dropped, so the
+    # list, the video's totals, the summary and the totals across videos all count it once.
+    firsts: dict[str, UpstreamRow] = {}
+    for row in facts.products:
+        firsts.setdefault(row.product_id or "", row)
+    warnings = list(facts.warnings)
+    if len(firsts) < len(facts.products):
+        warnings.append(
+            f"{len(facts.products) - len(firsts)} repeated listing(s) of a product dropped: each product's first "
+            "listing is kept and counted once"
+        )
     products = [
         ProductOut(
             product_id=p.product_id or "",
@@ -69,7 +81,7 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
             units_per_1k_views=_ratio(p.total_video_sale_cnt, views, 1000.0),
             gmv_per_1k_views=_ratio(p.total_video_sale_gmv_amt, views, 1000.0),
         )
-        for p in facts.products
+        for p in firsts.values()
     ]
     products.sort(key=lambda p: (-(p.gmv or 0.0), -(p.units_sold or 0), p.product_id))
     video = VideoOut(
@@ -91,7 +103,7 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
         fetched_at=iso(data.fetched_at),
         **(_details(v) if response_format == "detailed" else {}),
     )
-    return video, list(facts.warnings)
+    return video, warnings
 
 
 def build_result(

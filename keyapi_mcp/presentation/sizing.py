@@ -92,3 +92,62 @@ def fit_text(result: VideoProductsResult, *, max_tokens: int, top: int | None = 
         else:
             high = mid - 1
     return best
+
+
+def _shares(counts: list[int], budget: int) -> list[int]:
+    """Split `budget` over lists of `counts` entries: each gets an equal share, what a short list leaves goes
+    to the longer ones (water-filling), so one huge list cannot crowd the others out."""
+    shares = [0] * len(counts)
+    left = budget
+    pending = sorted(range(len(counts)), key=lambda i: counts[i])
+    while pending:
+        i = pending.pop(0)
+        shares[i] = min(counts[i], left // (len(pending) + 1))
+        left -= shares[i]
+    return shares
+
+
+def cap_structured(result: VideoProductsResult, max_products: int, *, cache_ttl: int) -> VideoProductsResult:
+    """`result` with its structured lists of products bounded (0 = no bound), saying what it leaves out.
+
+    The videos' product lists together keep at most `max_products` rows, the highest GMV of each video (they
+    are sorted by GMV), and `product_totals` its first `max_products` products by GMV. Every total (per video,
+    summary, by region and day) is computed before, over every row, and stays as it is. The warning names
+    where the rest is: the cache holds every row fetched, readable per video for free.
+    """
+    if max_products <= 0:
+        return result
+    counts = [len(v.products) for v in result.videos]
+    totals = result.product_totals
+    if sum(counts) <= max_products and (totals is None or len(totals) <= max_products):
+        return result
+    notes = []
+    videos = result.videos
+    if sum(counts) > max_products:
+        shares = _shares(counts, max_products)
+        videos = [
+            v.model_copy(update={"products": v.products[:share]}) if share < len(v.products) else v
+            for v, share in zip(result.videos, shares, strict=True)
+        ]
+        cut = [(v.video_id, share, len(v.products)) for v, share in zip(result.videos, shares, strict=True)]
+        cut = [c for c in cut if c[1] < c[2]]
+        named = ", ".join(f"video {vid} {kept} of {n}" for vid, kept, n in cut[:5]) + (", …" if len(cut) > 5 else "")
+        where = (
+            "each video's full list is free to read at keyapi://videos/<video_id>"
+            if cache_ttl > 0
+            else "the cache is off (KEYAPI_CACHE_TTL_SECONDS=0), so ask for fewer videos to see more rows"
+        )
+        notes.append(
+            f"the structured result lists {sum(shares)} of {sum(counts)} product rows (the highest GMV of each "
+            f"video; at most {max_products}, KEYAPI_MAX_STRUCTURED_PRODUCTS): {named}; {where}"
+        )
+    if totals is not None and len(totals) > max_products:
+        notes.append(f"product_totals lists the first {max_products} of {len(totals)} products by GMV")
+    notes.append("every unit, GMV and count of the answer is over all rows")
+    return result.model_copy(
+        update={
+            "videos": videos,
+            "product_totals": totals[:max_products] if totals is not None else None,
+            "warnings": [*result.warnings, "; ".join(notes)],
+        }
+    )

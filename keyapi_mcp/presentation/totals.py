@@ -51,7 +51,8 @@ class _Tally:
 
 
 def _video_product_sums(video: VideoOut) -> dict[str, tuple[int, Decimal]]:
-    """Per product of one video: (units, GMV), rows of a product listed twice in one video added up."""
+    """Per product of one video: (units, GMV). `build.build_video` lists each product once (its first
+    listing); rows of a product a caller lists twice are added up, never dropped silently."""
     sums: dict[str, tuple[int, Decimal]] = {}
     for product in video.products:
         units, gmv = sums.get(product.product_id, (0, Decimal(0)))

@@ -18,7 +18,7 @@ from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.presentation.build import build_result
 from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
 from keyapi_mcp.presentation.render import render_usage
-from keyapi_mcp.presentation.sizing import fit_text
+from keyapi_mcp.presentation.sizing import cap_structured, fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
 from keyapi_mcp.surface.app import ProductsView, icons, note_view
 from keyapi_mcp.surface.caller import current_caller
@@ -134,13 +134,17 @@ async def get_video_products(
     )
     if group_by == "product":
         result = with_product_totals(result)
-    text = fit_text(result, max_tokens=state.settings.max_output_tokens, top=top)
+    settings = state.settings
+    structured = cap_structured(result, settings.max_structured_products, cache_ttl=settings.cache_ttl_seconds)
+    if structured is not result:  # the text says so too (it is sized on its own, from every row)
+        result = result.model_copy(update={"warnings": structured.warnings})
+    text = fit_text(result, max_tokens=settings.max_output_tokens, top=top)
     return CallToolResult(
         content=[
             TextContent(type="text", text=note_view(text, ctx)),
-            *video_links(result, cache_ttl=state.settings.cache_ttl_seconds),
+            *video_links(result, cache_ttl=settings.cache_ttl_seconds),
         ],
-        structured_content=result.model_dump(mode="json", exclude_unset=True),
+        structured_content=structured.model_dump(mode="json", exclude_unset=True),
     )
 
 
