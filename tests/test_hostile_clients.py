@@ -70,6 +70,7 @@ async def test_two_thousand_made_up_tool_and_method_names_leave_the_metrics_smal
 # Prompt arguments: the client is told what to fix
 
 
+HUGE = 100_000
 BAD_PROMPT_ARGUMENTS = [
     pytest.param("analyze_video_commerce", {"video_ids": "not-a-video"}, "video_ids", id="bad-id"),
     pytest.param("top_products", {"video_ids": "https://vm.tiktok.com/ZMabc/"}, "short link", id="short-link"),
@@ -77,6 +78,7 @@ BAD_PROMPT_ARGUMENTS = [
     pytest.param("top_products", {"video_ids": THREE_ROWS, "n": "0"}, "n:", id="n-zero"),
     pytest.param("compare_videos", {"video_ids_a": THREE_ROWS}, "video_ids_b", id="missing"),
     pytest.param("no_such_prompt", {}, "no prompt named", id="unknown"),
+    pytest.param("top_products", {"video_ids": THREE_ROWS, "x" * HUGE: "1"}, "no argument", id="extra"),
 ]
 
 
@@ -93,6 +95,7 @@ async def test_a_bad_prompt_argument_is_invalid_params_with_the_invalid_input_te
     error = raised.value.error
     assert error.code == INVALID_PARAMS
     assert error.message.startswith("[invalid_input] ") and names in error.message, error.message
+    assert len(error.message) < 800
     ours = [r for r in caplog.records if r.name.startswith("keyapi_mcp")]
     assert len(ours) == 1 and "refused" in ours[0].getMessage() and "\n" not in ours[0].getMessage()
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]  # no traceback anywhere
@@ -100,8 +103,6 @@ async def test_a_bad_prompt_argument_is_invalid_params_with_the_invalid_input_te
 
 # ---------------------------------------------------------------------------------------------
 # Whatever a client sends, what comes back is bounded
-
-HUGE = 100_000
 
 
 async def test_a_video_uri_with_a_hundred_thousand_digits_says_which_id_is_wrong_in_a_bounded_message():

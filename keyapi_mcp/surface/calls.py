@@ -81,11 +81,20 @@ class KeyAPIMCPServer(MCPServer[AppState]):
             raise
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
-        """The SDK's prompt rendering, with an unknown name or a missing argument answered as invalid params."""
+        """The SDK's prompt rendering, with an unknown prompt or argument, or a missing one, answered as invalid
+        params (the SDK would answer a generic rendering error, or echo the name unbounded)."""
         prompt = next((p for p in await self.list_prompts() if p.name == name), None)
         if prompt is None:
             raise invalid_argument(
                 name, f"[invalid_input] There is no prompt named {short_echo(name)!r}. {PROMPTS_HINT}"
+            )
+        known = {a.name for a in prompt.arguments or []}
+        unknown = sorted(set(arguments or {}) - known)
+        if unknown:
+            raise invalid_argument(
+                name,
+                f"[invalid_input] {name} has no argument {short_echo(unknown[0])!r}; its arguments are "
+                f"{', '.join(sorted(known))}. Get it again with those.",
             )
         missing = [a.name for a in prompt.arguments or [] if a.required and a.name not in (arguments or {})]
         if missing:
