@@ -17,10 +17,10 @@ import anyio
 import httpx
 import pytest
 from fakes import FakeUpstreamServer
-from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, http_server_process, parsed
+from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, assert_tool_error, http_server_process, parsed
 from test_http import connect
 
-from keyapi_mcp.state.sqlite_store import DB_FILENAME
+from keyapi_mcp.state.sqlite_store import BUSY_TIMEOUT_MS, DB_FILENAME
 from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset
 
 pytestmark = pytest.mark.anyio
@@ -96,3 +96,24 @@ async def test_while_another_process_holds_the_write_lock_health_free_reads_and_
     # Once the lock is gone the waiting call reserves, fetches and settles as usual: the ledger covers it.
     assert parsed(paid["result"]).credits.spent == 2
     assert after is not None and after["spent_today"] == 3 == fake.charged
+
+
+async def test_a_lock_held_past_the_busy_timeout_refuses_the_paid_call_clearly_and_spends_nothing(
+    tmp_path: Path, base_env: dict[str, str], no_secret_leaks: list[str]
+):
+    fake = FakeUpstream(demo_dataset(), api_key=TEST_API_KEY)
+    with FakeUpstreamServer(fake) as upstream:
+        env = {**base_env, "KEYAPI_API_KEY": TEST_API_KEY, "KEYAPI_BASE_URL": upstream.url}
+        with http_server_process(tmp_path, env, no_secret_leaks) as (_, base):
+            async with connect(base, None) as client:
+                locker = hold_write_lock(tmp_path / "state" / DB_FILENAME)
+                try:
+                    refused, seconds = await timed(client.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]}))
+                finally:
+                    locker.stdin.close()  # type: ignore[union-attr]
+                    locker.wait(10)
+                usage = (await client.call_tool("get_credit_usage", {})).structured_content
+    text = assert_tool_error(refused, "budget_exceeded")
+    assert "stayed locked by another process" in text and "No upstream request was made" in text
+    assert BUSY_TIMEOUT_MS / 1000 <= seconds < BUSY_TIMEOUT_MS / 1000 + 5
+    assert fake.requests == [] and usage is not None and usage["spent_today"] == 0
