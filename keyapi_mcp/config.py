@@ -21,6 +21,7 @@ from keyapi_mcp.errors import ConfigError
 ENV_PREFIX = "KEYAPI_"
 DEFAULT_BASE_URL = "https://api.keyapi.ai"
 DEFAULT_OAUTH_SCOPES = ("keyapi:read",)
+DEFAULT_OAUTH_JWKS_TTL_SECONDS = 3600
 MIN_OUTPUT_TOKENS = 2_000
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -76,6 +77,8 @@ class Settings(BaseSettings):
     mcp_resource_url: str | None = None
     mcp_oauth_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OAUTH_SCOPES))
     mcp_oauth_jwks_url: str | None = None
+    # Age after which the IdP's signing keys are refreshed (in the background: the cached ones keep verifying).
+    mcp_oauth_jwks_ttl_seconds: int = Field(default=DEFAULT_OAUTH_JWKS_TTL_SECONDS, ge=1, le=86_400)
     # Prometheus metrics at GET /metrics (HTTP transport), behind this token or KEYAPI_MCP_AUTH_TOKEN.
     mcp_metrics: bool = False
     mcp_metrics_token: SecretStr | None = None

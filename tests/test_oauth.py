@@ -39,7 +39,7 @@ from keyapi_mcp.server import build_server
 from keyapi_mcp.state.sqlite_store import SQLiteStore
 from keyapi_mcp.surface.caller import STATIC_CALLER, current_caller
 from keyapi_mcp.transport.http import build_http_app, check_http_config, uvicorn_server
-from keyapi_mcp.transport.oauth import JWKSCache, JWTVerifier, metadata_urls
+from keyapi_mcp.transport.oauth import FAILURE_COOLDOWN_SECONDS, JWKSCache, JWTVerifier, metadata_urls
 from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset, mock_transport
 
 OTHER_RESOURCE = "https://other.example/mcp"
@@ -337,11 +337,12 @@ def test_with_the_idp_unreachable_a_request_gets_503_not_401_and_spends_nothing_
         static = post_call(served.base, TEST_AUTH_TOKEN)
         spent_while_down = len(served.upstream.requests)
         with idp:
+            time.sleep(int(down.headers["retry-after"]))  # the IdP is not asked again before then
             up = post_call(served.base, token)
 
     assert down.status_code == 503
     assert down.json()["error"] == "temporarily_unavailable"
-    assert down.headers["retry-after"]
+    assert 1 <= int(down.headers["retry-after"]) <= FAILURE_COOLDOWN_SECONDS
     assert spent_while_down == 1, "only the static token's call reached the upstream"
     assert static.status_code == 200, "scripts and health checks on the static token do not depend on the IdP"
     assert up.status_code == 200

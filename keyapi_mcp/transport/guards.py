@@ -8,7 +8,8 @@ byte a second holds a connection forever, and 50 such sockets were held indefini
   has not completed its request line and headers within the deadline (from connect, or from the first byte
   of a keep-alive request) is closed;
 - `BodyDeadlineMiddleware` — the body of a `POST /mcp` must arrive within a deadline, else 408 and the
-  connection is closed; the body is read here once and replayed to the SDK;
+  connection is closed; it is read only when the app asks for it, so a request refused on its headers (no
+  token, a bad one) is answered at once, however slowly its body would come;
 - `StatelessGetMiddleware` — `GET /mcp` answers 405: the server is stateless, so the standalone SSE stream a
   GET would open has nothing to carry and would never end;
 - `keep_sse_streams_through_shutdown` — sse-starlette (the SDK's SSE responses) ends every open stream as
@@ -107,53 +108,60 @@ async def send_json(send: Send, status: int, payload: dict[str, Any], headers: l
 
 
 class BodyDeadlineMiddleware:
-    """Read a POST body to `path` within `seconds` (else 408, connection closed), then replay it to the app.
+    """The body of a POST to `path` must arrive within `seconds` of the request (else 408, connection closed).
 
-    At most `max_bytes + 1` bytes are buffered: past that the app receives what was read and the rest of the
-    stream, so the SDK's own size limit answers 413 as before and memory stays bounded.
+    Nothing is read ahead: the deadline bounds the app's own reads, so whatever the app decides on the
+    headers — the SDK's bearer check answering 401, 403 or (through `AuthGate`) 503 — is answered before a
+    byte of the body is waited for. When the deadline passes, the app is cancelled where it waits (the SDK
+    then ends the request's transport, as for a client that left) and the 408 is sent if nothing was yet.
+    The body's size is bounded by the SDK (`max_request_body_size`, 413), which reads it through here.
     """
 
-    def __init__(self, app: ASGIApp, *, path: str, seconds: float, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, path: str, seconds: float) -> None:
         self.app = app
         self.path = path
         self.seconds = seconds
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path:
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        with anyio.move_on_after(self.seconds) as deadline:
-            while more and size <= self.max_bytes:
+        deadline = anyio.current_time() + self.seconds
+        body_complete = False
+        timed_out = False
+        response_started = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_complete, timed_out
+            if body_complete:  # afterwards, e.g. waiting for a disconnect during an SSE response: no deadline
+                return await receive()
+            with anyio.CancelScope(deadline=deadline):
                 message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # the client left: nothing to answer
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                more = message.get("more_body", False)
-        if deadline.cancelled_caught:
-            client = scope.get("client") or ("?", 0)
-            log.info("request body from %s not received within %.0f s: 408", client[0], self.seconds)
+                body_complete = message["type"] != "http.request" or not message.get("more_body", False)
+                return message
+            timed_out = True
+            app_scope.cancel()
+            await anyio.sleep_forever()  # cancelled at once: the app unwinds from its read
+            raise AssertionError("unreachable")
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        with anyio.CancelScope() as app_scope:
+            await self.app(scope, timed_receive, tracked_send)
+        if not timed_out:
+            return
+        client = scope.get("client") or ("?", 0)
+        log.info("request body from %s not received within %.0f s: 408", client[0], self.seconds)
+        if not response_started:
             await send_json(
                 send,
                 408,
                 {"error": "request_timeout", "error_description": "The request body did not arrive in time."},
                 [(b"connection", b"close")],
             )
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": more}
-            return await receive()  # afterwards: the real stream (the rest of an oversized body, a disconnect)
-
-        await self.app(scope, replay, send)
 
 
 class StatelessGetMiddleware:

@@ -198,9 +198,7 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.
         add_metrics_route(app, metrics, settings)
         exempt = (HEALTH_PATH, METRICS_PATH)  # /metrics checks its own tokens: the metrics token works alone
     guarded: ASGIApp = StatelessGetMiddleware(
-        BodyDeadlineMiddleware(
-            app, path=MCP_PATH, seconds=settings.mcp_read_timeout_seconds, max_bytes=settings.mcp_max_body_bytes
-        ),
+        BodyDeadlineMiddleware(app, path=MCP_PATH, seconds=settings.mcp_read_timeout_seconds),
         path=MCP_PATH,
     )
     if settings.oauth_enabled:

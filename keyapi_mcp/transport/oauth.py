@@ -14,12 +14,21 @@ ours: the verifier.
   whose clock runs ahead; the SDK itself then refuses a token past its `exp`, without leeway). Scopes are not
   checked here: the SDK answers 403 with the missing scope.
 - The keys (JWKS) come from `KEYAPI_MCP_OAUTH_JWKS_URL` or the issuer's metadata (RFC 8414, then OpenID
-  discovery), are cached, refreshed after `JWKS_MAX_AGE_SECONDS`, and fetched again when a token names an
-  unknown key id (the issuer rotated its keys), at most once per `UNKNOWN_KID_COOLDOWN_SECONDS` so that
-  made-up key ids cannot turn the server into a load generator against the IdP.
-- The authorization server unreachable (no keys yet, or a rotation that cannot be fetched): the request is
-  answered 503 `temporarily_unavailable` by `AuthGate`, not 401, so a client does not throw away a good
+  discovery), are cached, refreshed in the background once older than `KEYAPI_MCP_OAUTH_JWKS_TTL_SECONDS`
+  (the cached keys keep verifying meanwhile, so a slow or hung IdP delays no signed-in request), and fetched
+  again when a token names an unknown key id (the issuer rotated its keys), at most once per
+  `UNKNOWN_KID_COOLDOWN_SECONDS` so that made-up key ids cannot turn the server into a load generator
+  against the IdP. A failed fetch starts `FAILURE_COOLDOWN_SECONDS` in which nothing is fetched again.
+- One fetch (discovery and keys together) has one deadline, `FETCH_DEADLINE_SECONDS`, however slowly the
+  bytes arrive; each document is read with a running cap of `MAX_METADATA_BYTES`, decoded bytes counted while
+  a gzip body inflates (`read_bounded`, as for the upstream), and anything that is not a usable document
+  (wrong types, nesting too deep to parse, no usable key) is a failed fetch.
+- The authorization server unreachable or unusable (no keys yet, or a rotation that cannot be fetched): the
+  request — and every request that waited for the same fetch — is answered 503 `temporarily_unavailable`
+  (`Retry-After`: the rest of the cooldown) by `AuthGate`, not 401, so a client does not throw away a good
   token and start a new login; nothing is spent.
+- Tokens are refused on their header alone when it is malformed (`alg` or `kid` of the wrong type, not
+  JSON), or typed as another kind of JWT (`typ` other than `at+jwt` or the generic `JWT`, RFC 8725 §3.11).
 - `KEYAPI_MCP_AUTH_TOKEN` keeps working next to OAuth (scripts, health checks): compared in constant time,
   its caller is `static`.
 
@@ -28,10 +37,12 @@ Tokens never reach a log line: refusals are logged with their reason only.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,7 +54,8 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyapi_mcp.config import Settings, is_loopback_host
+from keyapi_mcp.bounded_read import BodyTooLarge, UnsupportedEncoding, read_bounded
+from keyapi_mcp.config import DEFAULT_OAUTH_JWKS_TTL_SECONDS, Settings, is_loopback_host
 from keyapi_mcp.errors import AuthServerUnavailable
 from keyapi_mcp.surface.caller import STATIC_CALLER
 
@@ -57,11 +69,16 @@ ALLOWED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 KEY_TYPE_BY_ALGORITHM_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+# RFC 9068 `at+jwt` (either spelling, RFC 7515 §4.1.9) or the generic `JWT` most IdPs still put on access
+# tokens; any other explicit type (an ID token's `id_token+jwt`, `logout+jwt`, `dpop+jwt`, …) is another kind
+# of JWT that must not pass for an access token. No `typ` at all is accepted, as RFC 7519 makes it optional.
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
 CLOCK_LEEWAY_SECONDS = 30
-FETCH_TIMEOUT_SECONDS = 5.0
-JWKS_MAX_AGE_SECONDS = 3600.0
+FETCH_DEADLINE_SECONDS = 5.0  # discovery and keys together, from the first connect to the last byte
+FAILURE_COOLDOWN_SECONDS = 5.0
 UNKNOWN_KID_COOLDOWN_SECONDS = 30.0
 MAX_METADATA_BYTES = 1_000_000
+ACCEPT_JSON = {"accept": "application/json", "accept-encoding": "gzip, deflate"}  # what read_bounded decodes
 
 
 def _usable_url(url: str) -> bool:
@@ -101,32 +118,37 @@ class JWKSCache:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         unknown_kid_cooldown: float = UNKNOWN_KID_COOLDOWN_SECONDS,
+        max_age: float = DEFAULT_OAUTH_JWKS_TTL_SECONDS,
+        failure_cooldown: float = FAILURE_COOLDOWN_SECONDS,
+        deadline: float = FETCH_DEADLINE_SECONDS,
     ) -> None:
         self.issuer = issuer
         self._jwks_url = jwks_url
         self._transport = transport
         self._clock = clock
         self._cooldown = unknown_kid_cooldown
+        self._max_age = max_age
+        self._failure_cooldown = failure_cooldown
+        self._deadline = deadline
         self._keys: list[_Key] | None = None
         self._fetched_at = 0.0
+        self._failed_at: float | None = None
         self._last_unknown_kid_fetch: float | None = None
         self._lock = anyio.Lock()
         self._attempts = 0
         self._last_error: str | None = None
+        self.background_refresh: asyncio.Task[None] | None = None  # the refresh of stale keys under way, if any
 
     async def key_for(self, kid: str | None, alg: str) -> Any | None:
         """The public key that may verify a token signed with `alg` by key `kid`, or None (refuse the token).
 
-        Raises `AuthServerUnavailable` when no keys can be had (first fetch failed, or a rotation could not
-        be fetched).
+        Raises `AuthServerUnavailable` when no keys can be had (first fetch failed or cooling down, or a
+        rotation could not be fetched).
         """
         if self._keys is None:
             await self._refresh()
-        elif self._clock() - self._fetched_at >= JWKS_MAX_AGE_SECONDS:
-            try:
-                await self._refresh()
-            except AuthServerUnavailable as exc:  # the cached keys still verify what the issuer signed
-                log.warning("keeping the cached signing keys of %s: %s", self.issuer, exc)
+        elif self._stale():
+            self._refresh_in_background()  # the cached keys still verify what the issuer signed
         key = self._match(kid, alg)
         if key is None and kid is not None and self._may_fetch_for_unknown_kid():
             self._last_unknown_kid_fetch = self._clock()
@@ -148,20 +170,53 @@ class JWKSCache:
         # Without a `kid` the key must be unambiguous: trying several would make any of them "the" key.
         return candidates[0].key if len(candidates) == 1 or (kid is not None and candidates) else None
 
-    async def _refresh(self) -> None:
+    def retry_after(self) -> int:
+        """Seconds until the keys may be fetched again (for `Retry-After`): the rest of the cooldown, at least 1."""
+        left = self._failure_cooldown
+        if self._failed_at is not None:
+            left -= self._clock() - self._failed_at
+        return max(1, math.ceil(left))
+
+    def _stale(self) -> bool:
+        return self._clock() - self._fetched_at >= self._max_age
+
+    def _cooling_down(self) -> bool:
+        return self._failed_at is not None and self._clock() - self._failed_at < self._failure_cooldown
+
+    def _refresh_in_background(self) -> None:
+        """Start refreshing stale keys unless a refresh runs or a failed one is cooling down; never waits."""
+        if self._cooling_down() or self._lock.locked():
+            return
+        if self.background_refresh is not None and not self.background_refresh.done():
+            return
+        self.background_refresh = asyncio.get_running_loop().create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self._refresh(unless_fresh=True)
+        except AuthServerUnavailable as exc:
+            log.warning("keeping the cached signing keys of %s: %s", self.issuer, exc)
+
+    async def _refresh(self, *, unless_fresh: bool = False) -> None:
         started = self._attempts
         async with self._lock:
             if self._attempts != started:  # another request fetched while this one waited: share its outcome
                 if self._last_error is not None:
                     raise AuthServerUnavailable(self._last_error)
                 return
+            if unless_fresh and not self._stale():  # a request fetched them before this background refresh ran
+                return
+            if self._cooling_down():  # a fetch failed moments ago: asking again per token would flood the IdP
+                raise AuthServerUnavailable(f"{self._last_error} (not asked again for {self.retry_after()} s)")
             self._attempts += 1
             try:
                 keys = await self._fetch()
             except AuthServerUnavailable as exc:
                 self._last_error = str(exc)
+                self._failed_at = self._clock()
                 raise
             self._last_error = None
+            self._failed_at = None
             self._keys = keys
             self._fetched_at = self._clock()
             log.info("loaded %d signing key(s) of %s", len(keys), self.issuer)
@@ -170,22 +225,28 @@ class JWKSCache:
         import httpx
 
         try:
-            async with httpx.AsyncClient(
-                transport=self._transport, timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False
-            ) as http:
-                if self._jwks_url is None:
-                    self._jwks_url = await self._discover(http)
-                document = await _get_json(http, self._jwks_url)
+            # One deadline for the whole fetch: httpx's timeouts bound each read, not a body trickled slowly.
+            with anyio.fail_after(self._deadline):
+                async with httpx.AsyncClient(
+                    transport=self._transport, timeout=self._deadline, follow_redirects=False
+                ) as http:
+                    if self._jwks_url is None:
+                        self._jwks_url = await self._discover(http)
+                    document = await _get_json(http, self._jwks_url)
+        except TimeoutError:
+            raise AuthServerUnavailable(
+                f"the authorization server's keys did not arrive within {self._deadline:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise AuthServerUnavailable(f"{type(exc).__name__} fetching the authorization server's keys") from None
         return _parse_jwks(document, self._jwks_url)
 
     async def _discover(self, http: httpx.AsyncClient) -> str:
         for url in metadata_urls(self.issuer):
-            response = await http.get(url, headers={"accept": "application/json"})
-            if response.status_code in (404, 405, 410):
+            status, body = await _get(http, url)
+            if status in (404, 405, 410):
                 continue
-            metadata = _json_object(response, url)
+            metadata = _json_object(status, body, url)
             # RFC 8414 §3.3: metadata for another issuer must not be used (it could name anyone's keys).
             if metadata.get("issuer") != self.issuer:
                 raise AuthServerUnavailable(
@@ -201,18 +262,29 @@ class JWKSCache:
         )
 
 
+async def _get(http: httpx.AsyncClient, url: str) -> tuple[int, bytes]:
+    """The status and, for a 200, the body: read bounded while it arrives and inflates, never read whole first."""
+    async with http.stream("GET", url, headers=ACCEPT_JSON) as response:
+        if response.status_code != 200:
+            return response.status_code, b""
+        try:
+            return 200, await read_bounded(response, MAX_METADATA_BYTES)
+        except BodyTooLarge:
+            raise AuthServerUnavailable(f"{url} answered more than {MAX_METADATA_BYTES} bytes") from None
+        except UnsupportedEncoding:
+            raise AuthServerUnavailable(f"{url} answered in a content-encoding that was not asked for") from None
+
+
 async def _get_json(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
-    return _json_object(await http.get(url, headers={"accept": "application/json"}), url)
+    return _json_object(*await _get(http, url), url)
 
 
-def _json_object(response: httpx.Response, url: str) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise AuthServerUnavailable(f"{url} answered HTTP {response.status_code}")
-    if len(response.content) > MAX_METADATA_BYTES:
-        raise AuthServerUnavailable(f"{url} answered more than {MAX_METADATA_BYTES} bytes")
+def _json_object(status: int, body: bytes, url: str) -> dict[str, Any]:
+    if status != 200:
+        raise AuthServerUnavailable(f"{url} answered HTTP {status}")
     try:
-        document = json.loads(response.content)
-    except ValueError:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep to parse
         raise AuthServerUnavailable(f"{url} did not answer JSON") from None
     if not isinstance(document, dict):
         raise AuthServerUnavailable(f"{url} did not answer a JSON object")
@@ -223,13 +295,16 @@ def _parse_jwks(document: Mapping[str, Any], url: str) -> list[_Key]:
     """The signature keys of a JWK Set; keys PyJWT cannot load (unknown types, encryption keys) are skipped."""
     import jwt
 
+    raw_keys = document.get("keys")
+    if not isinstance(raw_keys, list):
+        raise AuthServerUnavailable(f"{url} is not a JWK Set (no list of keys)")
     keys: list[_Key] = []
-    for raw in document.get("keys") or []:
+    for raw in raw_keys:
         if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
             continue
         try:
             loaded = jwt.PyJWK(raw)
-        except (jwt.PyJWTError, ValueError, TypeError):
+        except Exception:  # any member PyJWT cannot load is skipped, whatever its fault
             continue
         kid = raw.get("kid")
         alg = raw.get("alg")
@@ -274,11 +349,18 @@ class JWTVerifier:
             log.info("refused a bearer token: not a JWT")
             return None
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             log.info("refused a bearer token: algorithm %r is not an accepted asymmetric one", str(alg)[:20])
             return None
         kid = header.get("kid")
-        key = await self.keys.key_for(kid if isinstance(kid, str) else None, alg)
+        if kid is not None and not isinstance(kid, str):
+            log.info("refused a bearer token: its key id is not a string")
+            return None
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
+            log.info("refused a bearer token: type %r is not an access token", str(typ)[:20])
+            return None
+        key = await self.keys.key_for(kid, alg)
         if key is None:
             log.info("refused a bearer token: no signing key of the issuer matches it")
             return None
@@ -316,6 +398,7 @@ class _RequestAuth:
     """What the verifier learned about the current request that the SDK's 401 cannot say."""
 
     server_unavailable: bool = False
+    retry_after: int = 1
 
 
 _request_auth: contextvars.ContextVar[_RequestAuth | None] = contextvars.ContextVar("keyapi_request_auth", default=None)
@@ -355,13 +438,19 @@ class KeyAPITokenVerifier(TokenVerifier):
             state = _request_auth.get()
             if state is not None:
                 state.server_unavailable = True
+                state.retry_after = self._jwt.keys.retry_after()
             return None
 
 
 def build_verifier(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> KeyAPITokenVerifier:
     """The verifier for these settings (OAuth must be configured; the static token is optional)."""
     assert settings.mcp_oauth_issuer is not None and settings.mcp_resource_url is not None
-    keys = JWKSCache(settings.mcp_oauth_issuer, jwks_url=settings.mcp_oauth_jwks_url, transport=transport)
+    keys = JWKSCache(
+        settings.mcp_oauth_issuer,
+        jwks_url=settings.mcp_oauth_jwks_url,
+        transport=transport,
+        max_age=settings.mcp_oauth_jwks_ttl_seconds,
+    )
     static = settings.mcp_auth_token.get_secret_value() if settings.mcp_auth_token is not None else None
     return KeyAPITokenVerifier(
         static_token=static,
@@ -430,7 +519,7 @@ class AuthGate:
                         "headers": [
                             (b"content-type", b"application/json"),
                             (b"content-length", str(len(UNAVAILABLE_BODY)).encode()),
-                            (b"retry-after", b"5"),
+                            (b"retry-after", str(state.retry_after).encode()),
                             (b"cache-control", b"no-store"),
                         ],
                     }
