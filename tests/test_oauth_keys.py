@@ -264,12 +264,22 @@ UNUSABLE_JWKS = {
     "empty body": b"",
     "truncated": b'{"keys": [{"kty": "EC"',
 }
+
+
+def metadata(issuer: str, **fields: Any) -> bytes:
+    return json.dumps({"issuer": issuer, **fields}).encode()
+
+
 UNUSABLE_METADATA = {
     "metadata: issuer and jwks_uri of the wrong type": lambda issuer: b'{"issuer": [1], "jwks_uri": 5}',
-    "metadata: jwks_uri a list": lambda issuer: json.dumps({"issuer": issuer, "jwks_uri": [issuer]}).encode(),
+    "metadata: jwks_uri a list": lambda issuer: metadata(issuer, jwks_uri=[issuer]),
     "metadata: an array": lambda issuer: b"[]",
     "metadata: deeply nested": lambda issuer: DEEP,
     "metadata: not JSON": lambda issuer: b"<html>sign in</html>",
+    "metadata: jwks_uri not a URL": lambda issuer: metadata(issuer, jwks_uri="http://[::1"),
+    "metadata: jwks_uri port out of range": lambda issuer: metadata(issuer, jwks_uri="http://127.0.0.1:99999/jwks"),
+    "metadata: jwks_uri with a NUL": lambda issuer: metadata(issuer, jwks_uri=f"{issuer}/\u0000"),
+    "metadata: jwks_uri without a host": lambda issuer: metadata(issuer, jwks_uri="https://"),
 }
 
 

@@ -82,8 +82,15 @@ ACCEPT_JSON = {"accept": "application/json", "accept-encoding": "gzip, deflate"}
 
 
 def _usable_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname or ""))
+    """An https URL (http on loopback) that httpx can request: a metadata document's `jwks_uri` is not trusted."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- urlsplit checks the port lazily; httpx would fail on it in odd ways
+    except ValueError:
+        return False
+    if not parts.hostname or any(ch.isspace() or not ch.isprintable() for ch in url):
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
 
 
 def metadata_urls(issuer: str) -> list[str]:
@@ -237,7 +244,7 @@ class JWKSCache:
             raise AuthServerUnavailable(
                 f"the authorization server's keys did not arrive within {self._deadline:g} s"
             ) from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise AuthServerUnavailable(f"{type(exc).__name__} fetching the authorization server's keys") from None
         return _parse_jwks(document, self._jwks_url)
 
