@@ -39,7 +39,8 @@ from keyapi_mcp.server import build_server
 from keyapi_mcp.state.sqlite_store import SQLiteStore
 from keyapi_mcp.surface.caller import STATIC_CALLER, current_caller
 from keyapi_mcp.transport.http import build_http_app, check_http_config, uvicorn_server
-from keyapi_mcp.transport.oauth import FAILURE_COOLDOWN_SECONDS, JWKSCache, JWTVerifier, metadata_urls
+from keyapi_mcp.transport.jwks import FAILURE_COOLDOWN_SECONDS, JWKSCache, metadata_urls
+from keyapi_mcp.transport.oauth import JWTVerifier
 from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset, mock_transport
 
 OTHER_RESOURCE = "https://other.example/mcp"

@@ -30,7 +30,7 @@ from test_oauth import SCOPE, claims, oauth_settings, post_call, serving, start_
 
 from keyapi_mcp.config import load_settings
 from keyapi_mcp.errors import AuthServerUnavailable, ConfigError
-from keyapi_mcp.transport.oauth import FAILURE_COOLDOWN_SECONDS, FETCH_DEADLINE_SECONDS, JWKSCache
+from keyapi_mcp.transport.jwks import FAILURE_COOLDOWN_SECONDS, FETCH_DEADLINE_SECONDS, JWKSCache
 
 KEY = SigningKey(kid="hostile-1")
 PUBLIC_JWKS = {"keys": [{k: v for k, v in KEY.jwk.items() if k != "d"}]}
@@ -193,7 +193,7 @@ def test_the_keys_refresh_age_is_a_setting_checked_at_start(monkeypatch: pytest.
 
 MEASURE = """
 import asyncio, json, sys
-from keyapi_mcp.transport.oauth import JWKSCache
+from keyapi_mcp.transport.jwks import JWKSCache
 from keyapi_mcp.errors import AuthServerUnavailable
 
 def peak_mb():  # VmHWM: this process image's peak RSS (ru_maxrss would include the forked parent's)
