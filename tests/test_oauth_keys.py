@@ -484,3 +484,24 @@ def test_the_static_token_path_also_refuses_before_the_body(mcp_port: int):
     for answer, seconds in (missing, wrong):
         assert answer.startswith(b"HTTP/1.1 401") and seconds < PROMPT_SECONDS, (answer[:100], seconds)
     assert right[0].startswith(b"HTTP/1.1 408"), right[0][:100]
+
+
+def test_a_client_that_leaves_mid_body_or_is_too_slow_is_let_go_without_an_error_logged(
+    mcp_port: int, caplog: pytest.LogCaptureFixture
+):
+    settings = make_settings(mcp_auth_token=TEST_AUTH_TOKEN, mcp_read_timeout_seconds=2)
+    with serving(settings, mcp_port) as served:
+        with socket.create_connection(("127.0.0.1", mcp_port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Accept: application/json, text/event-stream\r\nContent-Length: 200\r\n"
+                + f"Authorization: Bearer {TEST_AUTH_TOKEN}\r\n\r\n".encode()
+                + b'{"jsonrpc"'
+            )
+            time.sleep(0.3)  # the app is reading the body when the client leaves
+        slow, _ = head_only(mcp_port, f"Bearer {TEST_AUTH_TOKEN}")
+        after = post_call(served.base, TEST_AUTH_TOKEN)
+
+    assert slow.startswith(b"HTTP/1.1 408"), slow[:100]
+    assert after.status_code == 200, "and the server still answers"
+    assert errors_logged(caplog) == []

@@ -112,8 +112,9 @@ class BodyDeadlineMiddleware:
 
     Nothing is read ahead: the deadline bounds the app's own reads, so whatever the app decides on the
     headers — the SDK's bearer check answering 401, 403 or (through `AuthGate`) 503 — is answered before a
-    byte of the body is waited for. When the deadline passes, the app is cancelled where it waits (the SDK
-    then ends the request's transport, as for a client that left) and the 408 is sent if nothing was yet.
+    byte of the body is waited for. When the deadline passes, or the client leaves before its body is
+    complete, the app is cancelled where it waits (the SDK then ends the request's transport, as it does
+    for any cancelled request) and the 408 is sent if nothing was yet; a client that left gets nothing.
     The body's size is bounded by the SDK (`max_request_body_size`, 413), which reads it through here.
     """
 
@@ -128,18 +129,20 @@ class BodyDeadlineMiddleware:
             return
         deadline = anyio.current_time() + self.seconds
         body_complete = False
-        timed_out = False
+        stopped: str | None = None  # why the app was cancelled: "timed out" or "left"
         response_started = False
 
         async def timed_receive() -> Message:
-            nonlocal body_complete, timed_out
+            nonlocal body_complete, stopped
             if body_complete:  # afterwards, e.g. waiting for a disconnect during an SSE response: no deadline
                 return await receive()
             with anyio.CancelScope(deadline=deadline):
                 message = await receive()
-                body_complete = message["type"] != "http.request" or not message.get("more_body", False)
-                return message
-            timed_out = True
+                if message["type"] == "http.request":
+                    body_complete = not message.get("more_body", False)
+                    return message
+                stopped = "left"  # http.disconnect mid-body: the SDK would log it as a failed request
+            stopped = stopped or "timed out"
             app_scope.cancel()
             await anyio.sleep_forever()  # cancelled at once: the app unwinds from its read
             raise AssertionError("unreachable")
@@ -151,7 +154,7 @@ class BodyDeadlineMiddleware:
 
         with anyio.CancelScope() as app_scope:
             await self.app(scope, timed_receive, tracked_send)
-        if not timed_out:
+        if stopped != "timed out":
             return
         client = scope.get("client") or ("?", 0)
         log.info("request body from %s not received within %.0f s: 408", client[0], self.seconds)
