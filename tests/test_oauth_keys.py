@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
 import httpx
 import jwt
 import pytest
@@ -32,8 +33,13 @@ from keyapi_mcp.config import load_settings
 from keyapi_mcp.errors import AuthServerUnavailable, ConfigError
 from keyapi_mcp.transport.jwks import FAILURE_COOLDOWN_SECONDS, FETCH_DEADLINE_SECONDS, JWKSCache
 
+
+def public_jwk(key: SigningKey) -> dict[str, Any]:
+    return {k: v for k, v in key.jwk.items() if k != "d"}
+
+
 KEY = SigningKey(kid="hostile-1")
-PUBLIC_JWKS = {"keys": [{k: v for k, v in KEY.jwk.items() if k != "d"}]}
+PUBLIC_JWKS = {"keys": [public_jwk(KEY)]}
 CONCURRENT = 10
 # Generous against a loaded CI machine, still far below the waits these tests guard against.
 PROMPT_SECONDS = 1.5
@@ -147,6 +153,61 @@ async def test_a_failed_fetch_cools_down_and_stale_keys_are_refreshed_in_the_bac
     assert after_hang == 3, "one background refresh for five checks of stale keys"
     assert within_cooldown == 3, "no refresh attempt within the cooldown after it failed"
     assert hostile.hits[JWKS_PATH] == 4, "the next refresh after the cooldown, then none while fresh"
+
+
+@pytest.mark.anyio
+async def test_requests_that_arrive_during_a_fetch_share_its_outcome_first_load_and_rotation_alike(
+    hostile: HostileIdP,
+):
+    rotated = SigningKey(kid="hostile-2")
+    keys = JWKSCache(hostile.issuer, unknown_kid_cooldown=30)
+
+    async def ten(kid: str) -> list[object]:
+        outcomes: list[object] = []
+
+        async def one() -> None:
+            try:
+                outcomes.append(await keys.key_for(kid, "ES256"))
+            except AuthServerUnavailable as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(CONCURRENT):
+                group.start_soon(one)
+        return outcomes
+
+    hostile.script[JWKS_PATH].delay = 0.3  # every request arrives while the first one's fetch is under way
+    first = await ten(KEY.kid)
+    first_fetches = hostile.hits[JWKS_PATH]
+    # The IdP rotates: tokens naming its new key arrive together, while the cache holds only the old one.
+    hostile.script[JWKS_PATH] = Reply.json({"keys": [*PUBLIC_JWKS["keys"], public_jwk(rotated)]}, delay=0.3)
+    rotation = await ten(rotated.kid)
+    rotation_fetches = hostile.hits[JWKS_PATH] - first_fetches
+
+    assert first_fetches == 1 and rotation_fetches == 1
+    assert all(key is not None and not isinstance(key, Exception) for key in first), first
+    assert all(key is not None and not isinstance(key, Exception) for key in rotation), rotation
+
+
+@pytest.mark.anyio
+async def test_when_a_rotation_fetch_fails_every_request_that_waited_on_it_is_unavailable(hostile: HostileIdP):
+    keys = JWKSCache(hostile.issuer)
+    assert await keys.key_for(KEY.kid, "ES256") is not None
+    hostile.script[JWKS_PATH] = Reply.raw(b'{"keys": 5}', delay=0.3)
+    outcomes: list[object] = []
+
+    async def one() -> None:
+        try:
+            outcomes.append(await keys.key_for("hostile-2", "ES256"))
+        except AuthServerUnavailable as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(CONCURRENT):
+            group.start_soon(one)
+
+    assert [type(o).__name__ for o in outcomes] == ["AuthServerUnavailable"] * CONCURRENT, outcomes
+    assert hostile.hits[JWKS_PATH] == 2
 
 
 def test_stale_keys_keep_serving_signed_in_requests_while_the_idp_hangs(

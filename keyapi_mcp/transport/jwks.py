@@ -106,7 +106,7 @@ class JWKSCache:
         self._failed_at: float | None = None
         self._last_unknown_kid_fetch: float | None = None
         self._lock = anyio.Lock()
-        self._attempts = 0
+        self._fetches = 0  # fetches finished, either way: how a request that waited knows one ended meanwhile
         self._last_error: str | None = None
         self.background_refresh: asyncio.Task[None] | None = None  # the refresh of stale keys under way, if any
 
@@ -121,9 +121,12 @@ class JWKSCache:
         elif self._stale():
             self._refresh_in_background()  # the cached keys still verify what the issuer signed
         key = self._match(kid, alg)
-        if key is None and kid is not None and self._may_fetch_for_unknown_kid():
-            self._last_unknown_kid_fetch = self._clock()
-            await self._refresh()
+        if key is None and kid is not None:
+            if self._may_fetch_for_unknown_kid():
+                self._last_unknown_kid_fetch = self._clock()
+                await self._refresh()
+            elif self._lock.locked():  # a fetch is under way, perhaps for this very key: wait for its outcome
+                await self._refresh(join_only=True)
             key = self._match(kid, alg)
         return key
 
@@ -168,24 +171,29 @@ class JWKSCache:
         except AuthServerUnavailable as exc:
             log.warning("keeping the cached signing keys of %s: %s", self.issuer, exc)
 
-    async def _refresh(self, *, unless_fresh: bool = False) -> None:
-        started = self._attempts
+    async def _refresh(self, *, unless_fresh: bool = False, join_only: bool = False) -> None:
+        """Fetch the keys, or share the outcome of the fetch that ended while this request waited for its turn.
+
+        A fetch cancelled midway (its client left) counts as none: the next request in line fetches.
+        """
+        seen = self._fetches
         async with self._lock:
-            if self._attempts != started:  # another request fetched while this one waited: share its outcome
+            if self._fetches != seen:  # another request fetched while this one waited: share its outcome
                 if self._last_error is not None:
                     raise AuthServerUnavailable(self._last_error)
                 return
-            if unless_fresh and not self._stale():  # a request fetched them before this background refresh ran
+            if join_only or (unless_fresh and not self._stale()):  # nothing to join / fetched meanwhile
                 return
             if self._cooling_down():  # a fetch failed moments ago: asking again per token would flood the IdP
                 raise AuthServerUnavailable(f"{self._last_error} (not asked again for {self.retry_after()} s)")
-            self._attempts += 1
             try:
                 keys = await self._fetch()
             except AuthServerUnavailable as exc:
+                self._fetches += 1
                 self._last_error = str(exc)
                 self._failed_at = self._clock()
                 raise
+            self._fetches += 1
             self._last_error = None
             self._failed_at = None
             self._keys = keys
