@@ -333,6 +333,9 @@ UNUSABLE_JWKS = {
     "NaN and Infinity": b'{"keys": [{"kty": NaN, "crv": Infinity}]}',
     "empty body": b"",
     "truncated": b'{"keys": [{"kty": "EC"',
+    "more keys than any IdP publishes": json.dumps(
+        {"keys": [dict(PUBLIC_JWKS["keys"][0], kid=f"k{i}") for i in range(2000)]}
+    ).encode(),
 }
 
 

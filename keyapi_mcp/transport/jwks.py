@@ -10,8 +10,8 @@
 - One fetch (discovery and keys together) has one deadline, `FETCH_DEADLINE_SECONDS`, however slowly the
   bytes arrive; each document is read with a running cap of `MAX_METADATA_BYTES`, decoded bytes counted while
   a gzip body inflates (`read_bounded`, as for the upstream), and anything that is not a usable document
-  (wrong types, nesting too deep to parse, a `jwks_uri` that is no URL, no usable key) is a failed fetch:
-  `AuthServerUnavailable`, never another exception.
+  (wrong types, nesting too deep to parse, a `jwks_uri` that is no URL, no usable key, more than
+  `MAX_JWKS_KEYS`) is a failed fetch: `AuthServerUnavailable`, never another exception.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ FETCH_DEADLINE_SECONDS = 5.0  # discovery and keys together, from the first conn
 FAILURE_COOLDOWN_SECONDS = 5.0
 UNKNOWN_KID_COOLDOWN_SECONDS = 30.0
 MAX_METADATA_BYTES = 1_000_000
+# IdPs publish a handful of keys; a set of thousands would make each fetch hold the event loop while loading.
+MAX_JWKS_KEYS = 100
 ACCEPT_JSON = {"accept": "application/json", "accept-encoding": "gzip, deflate"}  # what read_bounded decodes
 
 
@@ -228,8 +230,9 @@ class JWKSCache:
             metadata = _json_object(status, body, url)
             # RFC 8414 §3.3: metadata for another issuer must not be used (it could name anyone's keys).
             if metadata.get("issuer") != self.issuer:
+                named = str(metadata.get("issuer"))[:100]  # the IdP's text, bounded before it reaches a log line
                 raise AuthServerUnavailable(
-                    f"{url} describes issuer {metadata.get('issuer')!r}, not KEYAPI_MCP_OAUTH_ISSUER {self.issuer!r}"
+                    f"{url} describes issuer {named!r}, not KEYAPI_MCP_OAUTH_ISSUER {self.issuer!r}"
                 )
             jwks_uri = metadata.get("jwks_uri")
             if not isinstance(jwks_uri, str) or not _usable_url(jwks_uri):
@@ -277,6 +280,8 @@ def _parse_jwks(document: Mapping[str, Any], url: str) -> list[_Key]:
     raw_keys = document.get("keys")
     if not isinstance(raw_keys, list):
         raise AuthServerUnavailable(f"{url} is not a JWK Set (no list of keys)")
+    if len(raw_keys) > MAX_JWKS_KEYS:
+        raise AuthServerUnavailable(f"{url} lists {len(raw_keys)} keys, more than the {MAX_JWKS_KEYS} accepted")
     keys: list[_Key] = []
     for raw in raw_keys:
         if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
