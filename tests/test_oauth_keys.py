@@ -242,7 +242,7 @@ def test_stale_keys_keep_serving_signed_in_requests_while_the_idp_hangs(
 
     print(f"stale keys, IdP hung: requests took {', '.join(f'{t:.3f}' for t in timings)} s; {fetches} key fetches")
     assert first.status_code == 200
-    assert max(timings) < PROMPT_SECONDS, f"signed-in requests waited for the hung IdP: {timings}"
+    assert max(timings) < FETCH_DEADLINE_SECONDS / 2, f"signed-in requests waited for the hung IdP: {timings}"
     assert fetches == 2, f"{fetches} key fetches: the first, then one background refresh while the IdP hangs"
 
 
