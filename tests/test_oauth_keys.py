@@ -527,6 +527,7 @@ def test_a_request_with_a_missing_or_bad_token_is_refused_before_its_slow_body(
         refused = {case: head_only(mcp_port, authorization) for case, authorization in cases.items()}
         accepted_slow = head_only(mcp_port, f"Bearer {token_of(hostile, resource)}")
 
+    print("refused before the body:", ", ".join(f"{case} {t * 1000:.0f} ms" for case, (_, t) in refused.items()))
     for case, (answer, seconds) in refused.items():
         assert answer.startswith(b"HTTP/1.1 401"), (case, answer[:100])
         assert seconds < PROMPT_SECONDS, (case, seconds)
@@ -543,6 +544,7 @@ def test_with_the_key_server_down_a_token_gets_its_503_before_its_slow_body(
     with serving(settings, mcp_port):
         answer, seconds = head_only(mcp_port, f"Bearer {token_of(hostile, resource)}")
 
+    print(f"key server answering 500: 503 after {seconds * 1000:.0f} ms, the body never sent")
     assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
     assert seconds < PROMPT_SECONDS, seconds
 
