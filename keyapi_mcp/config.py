@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     mcp_max_concurrent_calls: int = Field(default=32, ge=1, le=10_000)
     mcp_max_body_bytes: int = Field(default=262_144, ge=1024)
-    # OAuth 2.1 resource server on the HTTP transport (see docs/team.md and keyapi_mcp.auth).
+    # OAuth 2.1 resource server on the HTTP transport (see docs/team.md and keyapi_mcp.transport.oauth).
     mcp_oauth_issuer: str | None = None
     mcp_resource_url: str | None = None
     mcp_oauth_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OAUTH_SCOPES))
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     # Prometheus metrics at GET /metrics (HTTP transport), behind this token or KEYAPI_MCP_AUTH_TOKEN.
     mcp_metrics: bool = False
     mcp_metrics_token: SecretStr | None = None
-    # Slow or idle HTTP clients (see keyapi_mcp.http_guards) and the graceful stop on SIGTERM/SIGINT.
+    # Slow or idle HTTP clients (see keyapi_mcp.transport.guards) and the graceful stop on SIGTERM/SIGINT.
     mcp_read_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     mcp_max_connections: int = Field(default=256, ge=1, le=100_000)
     mcp_shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)

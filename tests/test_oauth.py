@@ -1,4 +1,4 @@
-"""The OAuth 2.1 resource server (keyapi_mcp.auth) against a real authorization server.
+"""The OAuth 2.1 resource server (keyapi_mcp.transport.oauth) against a real authorization server.
 
 The IdP is the certified Node `oidc-provider` (tests/oidc_proc.py) on 127.0.0.1; keyapi-mcp runs in a real
 uvicorn on another port, built as the CLI builds it. Tokens come from the provider (client credentials, or

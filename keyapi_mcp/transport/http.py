@@ -6,7 +6,7 @@
   (constant-time comparison), else 401 with `WWW-Authenticate: Bearer`. Binding a non-loopback address
   without a token or OAuth refuses to start: anyone who could reach the port could spend the KeyAPI credits.
 - OAuth (`KEYAPI_MCP_OAUTH_ISSUER` + `KEYAPI_MCP_RESOURCE_URL`): the SDK's own bearer middleware guards
-  `/mcp` with `keyapi_mcp.auth`'s verifier (OAuth JWTs, and the static token if set) and serves the Protected
+  `/mcp` with `keyapi_mcp.transport.oauth`'s verifier (OAuth JWTs, and the static token if set) and serves the Protected
   Resource Metadata; `AuthGate` adds the WebSocket refusal and the 503 for an unreachable IdP.
 - DNS-rebinding protection (the MCP spec's Host/Origin validation): always on for loopback binds, where a
   web page in the user's browser is the attacker; for other binds the allowed values come from
@@ -18,7 +18,7 @@
   running after that is cancelled and its reservation settled as uncertain), then close the store.
 - Slow clients: a request head or a `POST /mcp` body must arrive within `KEYAPI_MCP_READ_TIMEOUT_SECONDS`,
   idle keep-alive connections close after `KEEP_ALIVE_SECONDS`, and at most `KEYAPI_MCP_MAX_CONNECTIONS`
-  connections are served at once (503 beyond). `GET /mcp` answers 405: see `keyapi_mcp.http_guards`.
+  connections are served at once (503 beyond). `GET /mcp` answers 405: see `keyapi_mcp.transport.guards`.
 - The listening socket is bound before anything is printed: a port in use is reported as the only line.
 
 The token never reaches a log line: failures are logged with the client address and reason only.
