@@ -23,7 +23,6 @@ Series (no per-user labels: the caller is in the ledger, not in label sets that 
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -32,8 +31,6 @@ from keyapi_mcp.errors import BudgetExceeded
 
 if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-    from starlette.requests import Request
-    from starlette.responses import Response
 
 METRICS_PATH = "/metrics"
 METRICS_EXTRA_HINT = "pip install 'keyapi-mcp[metrics]'"
@@ -198,39 +195,3 @@ class MetricsMiddleware:
             case _:
                 done("")
         return result
-
-
-def bearer_matches(request: Request, tokens: Iterable[str]) -> bool:
-    """True when the request's single `Authorization: Bearer` value equals one of `tokens` (constant time)."""
-    values = request.headers.getlist("authorization")
-    if len(values) != 1:
-        return False
-    scheme, _, credentials = values[0].strip().partition(" ")
-    presented = credentials.strip().encode()
-    if scheme.lower() != "bearer" or not presented:
-        return False
-    ok = False
-    for token in tokens:
-        ok |= hmac.compare_digest(presented, token.encode())
-    return ok
-
-
-def metrics_endpoint(metrics: PrometheusMetrics, tokens: list[str]) -> Any:
-    """The `GET /metrics` handler: the exposition text for a request bearing one of `tokens`, else 401."""
-    from starlette.responses import JSONResponse, Response
-
-    async def endpoint(request: Request) -> Response:
-        if not bearer_matches(request, tokens):
-            return JSONResponse(
-                {
-                    "error": "unauthorized",
-                    "error_description": "Send 'Authorization: Bearer <KEYAPI_MCP_METRICS_TOKEN>' "
-                    "(or the KEYAPI_MCP_AUTH_TOKEN) to read /metrics.",
-                },
-                status_code=401,
-                headers={"www-authenticate": 'Bearer realm="keyapi-mcp-metrics"'},
-            )
-        body, content_type = metrics.render()
-        return Response(body, media_type=content_type, headers={"cache-control": "no-store"})
-
-    return endpoint

@@ -90,6 +90,11 @@ def head_timeout_protocol(seconds: float) -> type[H11Protocol]:
     return HeadTimeoutH11Protocol
 
 
+async def refuse_websocket(send: Send) -> None:
+    """Nothing is served over WebSocket: close the upgrade (policy violation) before any app code runs."""
+    await send({"type": "websocket.close", "code": 1008})
+
+
 async def send_json(send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
     """Answer with a small JSON body straight from the ASGI layer (refusals made before the app runs)."""
     body = json.dumps(payload).encode()

@@ -31,26 +31,28 @@ import hmac
 import logging
 import socket
 import sys
+from collections.abc import Awaitable, Callable, Iterable
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyapi_mcp import __version__
 from keyapi_mcp.config import Settings, is_loopback_host
 from keyapi_mcp.errors import HttpBindError, HttpConfigError
-from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics, metrics_endpoint
+from keyapi_mcp.metrics import METRICS_PATH, PrometheusMetrics
 from keyapi_mcp.surface.caller import static_token_request
 from keyapi_mcp.transport.guards import (
     BodyDeadlineMiddleware,
     StatelessGetMiddleware,
     head_timeout_protocol,
     keep_sse_streams_through_shutdown,
+    refuse_websocket,
     send_json,
 )
 from keyapi_mcp.transport.oauth import AuthGate
@@ -115,6 +117,17 @@ def transport_security(settings: Settings, host: str) -> TransportSecuritySettin
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
+def bearer_of(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, str]:
+    """The request's one `Authorization: Bearer` credential, or None and why not (missing, repeated, other)."""
+    values = [v for k, v in headers if k.lower() == b"authorization"]
+    if len(values) != 1:
+        return None, "repeated" if values else "missing"
+    scheme, _, credentials = values[0].strip().partition(b" ")
+    if scheme.lower() != b"bearer" or not credentials.strip():
+        return None, "not a bearer token"
+    return credentials.strip(), ""
+
+
 class BearerAuthMiddleware:
     """Require `Authorization: Bearer <token>` on every HTTP request except the exempt paths.
 
@@ -128,21 +141,16 @@ class BearerAuthMiddleware:
         self._exempt = exempt_paths
 
     def _authorized(self, scope: Scope) -> tuple[bool, str]:
-        values = [v for k, v in scope.get("headers", []) if k == b"authorization"]
-        if not values:
-            return False, "missing"
-        if len(values) > 1:
-            return False, "repeated"
-        scheme, _, credentials = values[0].strip().partition(b" ")
-        if scheme.lower() != b"bearer" or not credentials.strip():
-            return False, "not a bearer token"
-        if not hmac.compare_digest(credentials.strip(), self._expected):
+        presented, why = bearer_of(scope.get("headers", []))
+        if presented is None:
+            return False, why
+        if not hmac.compare_digest(presented, self._expected):
             return False, "invalid"
         return True, ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":  # nothing is served over WebSocket: refuse before any app code runs
-            await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] == "websocket":
+            await refuse_websocket(send)
             return
         if scope["type"] != "http" or scope.get("path") in self._exempt:
             await self.app(scope, receive, send)
@@ -221,6 +229,31 @@ def add_metrics_route(app: Starlette, metrics: PrometheusMetrics, settings: Sett
     if any(len(token) < MIN_TOKEN_CHARS for token in tokens):
         raise HttpConfigError(f"KEYAPI_MCP_METRICS_TOKEN is too short (at least {MIN_TOKEN_CHARS} characters).")
     app.router.routes.insert(0, Route(METRICS_PATH, metrics_endpoint(metrics, tokens), methods=["GET"], name="metrics"))
+
+
+def metrics_endpoint(metrics: PrometheusMetrics, tokens: list[str]) -> Callable[[Request], Awaitable[Response]]:
+    """The `GET /metrics` handler: the exposition text for a request bearing one of `tokens`, else 401."""
+    expected = [token.encode() for token in tokens]
+
+    async def endpoint(request: Request) -> Response:
+        presented, _ = bearer_of(request.headers.raw)
+        ok = False
+        for token in expected:  # every token compared, in constant time: timing tells nothing
+            ok |= presented is not None and hmac.compare_digest(presented, token)
+        if not ok:
+            return JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "error_description": "Send 'Authorization: Bearer <KEYAPI_MCP_METRICS_TOKEN>' "
+                    "(or the KEYAPI_MCP_AUTH_TOKEN) to read /metrics.",
+                },
+                status_code=401,
+                headers={"www-authenticate": 'Bearer realm="keyapi-mcp-metrics"'},
+            )
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type, headers={"cache-control": "no-store"})
+
+    return endpoint
 
 
 def uvicorn_server(app: ASGIApp, *, host: str, port: int, settings: Settings) -> uvicorn.Server:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextvars
 import hmac
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyapi_mcp.config import Settings
 from keyapi_mcp.errors import AuthServerUnavailable
 from keyapi_mcp.surface.caller import STATIC_CALLER
+from keyapi_mcp.transport.guards import refuse_websocket, send_json
 from keyapi_mcp.transport.jwks import JWKSCache
 
 if TYPE_CHECKING:  # httpx (and PyJWT) are imported when OAuth is used, not at every start
@@ -220,15 +220,13 @@ def auth_kwargs(settings: Settings, *, transport: httpx.AsyncBaseTransport | Non
     }
 
 
-UNAVAILABLE_BODY = json.dumps(
-    {
-        "error": "temporarily_unavailable",
-        "error_description": (
-            "The authorization server could not be reached to check the access token; nothing was done. "
-            "Retry in a moment with the same token."
-        ),
-    }
-).encode()
+UNAVAILABLE = {
+    "error": "temporarily_unavailable",
+    "error_description": (
+        "The authorization server could not be reached to check the access token; nothing was done. "
+        "Retry in a moment with the same token."
+    ),
+}
 
 
 class AuthGate:
@@ -239,8 +237,8 @@ class AuthGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":  # nothing is served over WebSocket: refuse before any app code runs
-            await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] == "websocket":
+            await refuse_websocket(send)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -253,19 +251,8 @@ class AuthGate:
             nonlocal replaced
             if message["type"] == "http.response.start" and message["status"] == 401 and state.server_unavailable:
                 replaced = True
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 503,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(UNAVAILABLE_BODY)).encode()),
-                            (b"retry-after", str(state.retry_after).encode()),
-                            (b"cache-control", b"no-store"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
+                retry = [(b"retry-after", str(state.retry_after).encode()), (b"cache-control", b"no-store")]
+                await send_json(send, 503, UNAVAILABLE, retry)
                 return
             if not replaced:
                 await send(message)
