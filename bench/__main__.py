@@ -22,7 +22,7 @@ import anyio
 from bench import report
 from bench.common import BENCH_DIR, SERVER_PYTHON_VAR, runtime_environment
 
-SECTIONS = ("tokens", "credits", "stdio", "concurrency")
+SECTIONS = ("tokens", "credits", "golden", "stdio", "concurrency")
 
 
 def _all_bars(results: dict[str, Any]) -> dict[str, bool]:
@@ -41,7 +41,7 @@ def _all_bars(results: dict[str, Any]) -> dict[str, bool]:
 
 
 async def run(sections: list[str], quick: bool) -> dict[str, Any]:
-    from bench import concurrency, credits, stdio, tokens
+    from bench import concurrency, credits, golden, stdio, tokens
 
     results: dict[str, Any] = {
         "quick": quick,
@@ -51,6 +51,7 @@ async def run(sections: list[str], quick: bool) -> dict[str, Any]:
     runners = {
         "tokens": lambda: tokens.run(),
         "credits": lambda: credits.run(),
+        "golden": lambda: golden.run(),
         "stdio": lambda: stdio.run(quick=quick),
         "concurrency": lambda: concurrency.run(quick=quick),
     }

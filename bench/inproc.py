@@ -21,3 +21,9 @@ def keyapi_server(base_url: str) -> KeyAPIMCPServer:
         cache_ttl_seconds=21_600,
     )
     return build_server(settings, store=SQLiteStore(":memory:"))
+
+
+def default_server(base_url: str) -> KeyAPIMCPServer:
+    """keyapi-mcp with a user's default limits (per-call cap, daily limit, output budget), fresh state."""
+    settings = load_settings(_env_file=None, api_key=BENCH_API_KEY, base_url=base_url, max_rps=10_000)
+    return build_server(settings, store=SQLiteStore(":memory:"))

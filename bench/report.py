@@ -59,6 +59,35 @@ def table(r: dict[str, Any]) -> str:
         )
         st = c["session_tokens"]
         rows.append(("context tokens, same session", "", f"{st['naive']:,}", f"{st['keyapi']:,}", "", "", ""))
+    g = r.get("golden")
+    if g:
+        gb, gc, gt = g["bars"], g["credits"], g["tokens"]
+        rows.append(
+            (
+                f"golden questions: {g['questions']} over {g['videos']} videos, figures printed literally",
+                "",
+                "",
+                f"{g['figures_printed']}/{g['figures_expected']} "
+                f"({g['questions_fully_answered']}/{g['questions']} questions complete)",
+                "",
+                "",
+                "every one " + _ok(gb["every golden figure printed literally"]),
+            )
+        )
+        rows.append(
+            (
+                "golden questions: text tokens and credits",
+                "",
+                f"{gt['wrapper']:,} tokens; {gc['wrapper']} credits",
+                f"{gt['keyapi_text']:,} tokens; {gc['keyapi']} credits",
+                f"minimum {gc['minimum']} credits",
+                f"{g['text_share_of_wrapper'] * 100:.1f}% of the wrapper's tokens",
+                "≤ 12% "
+                + _ok(gb["text ≤ 12% of the raw-envelope wrapper's tokens"])
+                + "; credits ≤ wrapper, = minimum "
+                + _ok(gb["credits ≤ the wrapper's on every question"] and gb["credits = the minimum over the set"]),
+            )
+        )
     for key in ("latency_50ms", "latency"):
         lat = r.get("stdio", {}).get(key)
         if not lat:
