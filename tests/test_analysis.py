@@ -165,7 +165,7 @@ def test_the_product_text_lists_every_product_total_exactly(data: dict[str, list
     lines = [line for line in text.splitlines() if line.startswith("- ")]
     assert len(lines) == len(result.product_totals or [])
     for line, total in zip(lines, result.product_totals or [], strict=True):
-        product, units, gmv, _share, videos, best, _best_gmv = line[2:].split(" | ")
+        product, units, gmv, _share, _avg, videos, best, _best_gmv = line[2:].split(" | ")
         assert (product, int(units), Decimal(gmv), int(videos), best) == (
             total.product_id,
             total.units_sold,
@@ -225,7 +225,7 @@ async def test_group_by_product_through_the_client_matches_the_schema_and_the_fa
         p: (e["units"], cents(e["gmv"])) for p, e in expected.items()
     }
     text = text_of(answer)
-    assert "product | units | GMV | GMV share% | videos | best video | its GMV" in text
+    assert "product | units | GMV | % of all GMV | avg price | videos | best video | its GMV" in text
     assert all(f"- {p} | " in text for p in expected)
     # group_by="video" (the default) carries none of it.
     plain = by_video.structured_content or {}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from keyapi_mcp.core.domain import LOCAL_CALLER, Attempt, Reservation
+from keyapi_mcp.config import Settings
+from keyapi_mcp.core.domain import LOCAL_CALLER, PAGE_SIZE, Attempt, Reservation
 from keyapi_mcp.core.ports import Store
 from keyapi_mcp.errors import BudgetExceeded, CallCapReached, StateStoreError
 from keyapi_mcp.metrics import NO_METRICS, Metrics
@@ -14,19 +15,40 @@ from keyapi_mcp.metrics import NO_METRICS, Metrics
 log = logging.getLogger(__name__)
 
 
+# With KEYAPI_MAX_CREDITS_PER_CALL unset, the cap grows with the ids asked so that the 50 videos a call accepts
+# fit one call: 1 credit + 3 per 10 videos (3 product rows per video, above what a typical video carries).
+ROWS_PER_VIDEO = 3
+
+
+def sized_cap(ids_asked: int, floor: int) -> int:
+    """The per-call cap for `ids_asked` videos when it is sized from the ids: never below `floor`."""
+    return max(floor, 1 + -(-ids_asked * ROWS_PER_VIDEO // PAGE_SIZE))
+
+
+def cap_sized_from_ids(settings: Settings) -> bool:
+    """The per-call cap is sized from the ids asked unless KEYAPI_MAX_CREDITS_PER_CALL is set."""
+    return "max_credits_per_call" not in settings.model_fields_set
+
+
 @dataclass(frozen=True)
 class CallLimits:
-    """The operator's limits, as one value: per call, per UTC day, and per user per day (0 = none)."""
+    """The operator's limits, as one value: per call, per UTC day, and per user per day (0 = none). With
+    `sized`, `per_call` is the floor of a cap that grows with the ids asked (`sized_cap`)."""
 
     per_call: int
     daily: int
     per_user: int = 0
+    sized: bool = False
 
-    def cap_for(self, max_credits: int | None) -> tuple[int, str]:
+    def cap_for(self, max_credits: int | None, ids_asked: int = 0) -> tuple[int, str]:
         """This call's cap and where it comes from: a lower `max_credits` narrows it, never widens it."""
-        if max_credits is not None and max_credits < self.per_call:
+        cap, source = self.per_call, f"KEYAPI_MAX_CREDITS_PER_CALL={self.per_call}"
+        if self.sized:
+            cap = sized_cap(ids_asked, self.per_call)
+            source = f"{cap}, the default for {ids_asked} video id(s); KEYAPI_MAX_CREDITS_PER_CALL is not set"
+        if max_credits is not None and max_credits < cap:
             return max_credits, f"max_credits={max_credits} for this call"
-        return self.per_call, f"KEYAPI_MAX_CREDITS_PER_CALL={self.per_call}"
+        return cap, source
 
 
 class CallBudget:
@@ -45,11 +67,12 @@ class CallBudget:
         max_credits: int | None = None,
         caller: str = LOCAL_CALLER,
         metrics: Metrics = NO_METRICS,
+        ids_asked: int = 0,
     ) -> None:
         self.store = store
         self.limits = limits
         self.metrics = metrics
-        self.cap, self.cap_source = limits.cap_for(max_credits)
+        self.cap, self.cap_source = limits.cap_for(max_credits, ids_asked)
         self.caller = caller
         self.reserved = 0  # reservations not released: what this call spent (or may have)
         self.unrecorded = 0  # settlements the store could not write

@@ -106,8 +106,10 @@ class ProductsService:
         self.metrics = metrics
         self._inflight = InFlight()
 
-    def budget(self, max_credits: int | None, caller: str = LOCAL_CALLER) -> CallBudget:
-        return CallBudget(self.store, self.limits, max_credits=max_credits, caller=caller, metrics=self.metrics)
+    def budget(self, max_credits: int | None, caller: str = LOCAL_CALLER, ids_asked: int = 0) -> CallBudget:
+        return CallBudget(
+            self.store, self.limits, max_credits=max_credits, caller=caller, metrics=self.metrics, ids_asked=ids_asked
+        )
 
     async def fetch(
         self,
@@ -125,7 +127,7 @@ class ProductsService:
         """
         if self.upstream is None:
             raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
-        budget = self.budget(max_credits, caller)
+        budget = self.budget(max_credits, caller, len(video_ids))
         outcome = FetchOutcome(requested=list(video_ids), videos={}, complete_ids=set())
         pages_done = 0
         pages_from_cache = 0

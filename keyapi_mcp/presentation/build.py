@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from keyapi_mcp.core.domain import LOCAL_CALLER, DayUsage, FetchOutcome, LedgerEntry, VideoData, iso, next_midnight
@@ -20,6 +21,8 @@ from keyapi_mcp.presentation.models import (
     VideoOut,
     VideoProductsResult,
 )
+from keyapi_mcp.presentation.ranking import SortBy, rank_videos
+from keyapi_mcp.presentation.totals import exact, hundredths, money, ratio
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -84,6 +87,8 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
         for p in firsts.values()
     ]
     products.sort(key=lambda p: (-(p.gmv or 0.0), -(p.units_sold or 0), p.product_id))
+    units_total = sum(p.units_sold or 0 for p in products)
+    gmv_total = sum((exact(p.gmv) for p in products if p.gmv is not None), Decimal(0))
     video = VideoOut(
         video_id=data.video_id,
         author_id=v.user_id,
@@ -96,8 +101,11 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
         shares=v.total_shares_cnt,
         favorites=v.total_favorites_cnt,
         engagement_rate=engagement,
-        units_sold=sum(p.units_sold or 0 for p in products),
-        gmv=round(sum(p.gmv or 0.0 for p in products), 2),
+        units_sold=units_total,
+        gmv=money(gmv_total),
+        gmv_per_1k_views=hundredths(ratio(gmv_total, views, 1000)),
+        units_per_1k_views=hundredths(ratio(units_total, views, 1000)),
+        avg_price=hundredths(ratio(gmv_total, units_total)),
         products=products,
         source="cache" if data.from_cache else "upstream",
         fetched_at=iso(data.fetched_at),
@@ -112,6 +120,7 @@ def build_result(
     daily_limit: int,
     response_format: ResponseFormat = "concise",
     demo: bool = False,
+    sort_by: SortBy = "gmv",
 ) -> VideoProductsResult:
     videos: list[VideoOut] = []
     warnings: list[str] = []
@@ -124,6 +133,8 @@ def build_result(
         if video.products:
             videos.append(video)
     videos.sort(key=lambda v: (-v.gmv, -v.units_sold, v.video_id))
+    if sort_by != "gmv":
+        videos = rank_videos(videos, sort_by)
     with_rows = {v.video_id for v in videos}
     # Claimed only for a complete answer: while ids are pending, "no products" is not yet a fact.
     not_found = (
@@ -136,7 +147,7 @@ def build_result(
         products=len(all_products),
         distinct_products=len({p.product_id for _, p in all_products}),
         units_sold=sum(v.units_sold for v in videos),
-        gmv=round(sum(v.gmv for v in videos), 2),
+        gmv=money(sum((exact(v.gmv) for v in videos), Decimal(0))),
         top_products=[
             TopProduct(product_id=p.product_id, video_id=vid, units_sold=p.units_sold, gmv=p.gmv) for vid, p in top
         ],
@@ -151,6 +162,8 @@ def build_result(
         summary=summary,
         credits=credits_block(outcome.spent, outcome.cached_videos, outcome.usage, daily_limit),
         warnings=[*outcome.warnings, *warnings],
+        videos_asked=len(outcome.requested),
+        sort_by=sort_by,
     )
 
 
@@ -181,6 +194,7 @@ def build_usage(
     caller: str = LOCAL_CALLER,
     caller_usage: DayUsage | None = None,
     user_daily_limit: int = 0,
+    max_credits_for_50: int | None = None,
 ) -> CreditUsage:
     you = None
     if caller_usage is not None and (user_daily_limit or caller != LOCAL_CALLER):
@@ -198,6 +212,7 @@ def build_usage(
         daily_limit=daily_limit or None,
         remaining_today=_remaining(daily_limit, usage.spent),
         max_credits_per_call=max_credits_per_call,
+        max_credits_for_50_videos=max_credits_for_50,
         resets_at=iso(next_midnight(now).timestamp()),
         uncertain_today=usage.uncertain,
         saved_today=usage.saved,

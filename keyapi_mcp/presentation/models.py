@@ -31,7 +31,10 @@ class VideoOut(BaseModel):
     favorites: int | None
     engagement_rate: float | None = Field(description="(likes+comments+shares+favorites)/views; null when 0 views.")
     units_sold: int = Field(description="Sum over this video's products.")
-    gmv: float = Field(description="Sum over this video's products.")
+    gmv: float = Field(description="Sum over this video's products, exact to the cent.")
+    gmv_per_1k_views: float | None = Field(default=None, description="gmv × 1000 / views; null when 0 views.")
+    units_per_1k_views: float | None = Field(default=None, description="units_sold × 1000 / views.")
+    avg_price: float | None = Field(default=None, description="gmv / units_sold; null when 0 units.")
     products: list[ProductOut]
     source: Literal["upstream", "cache"] = Field(description="Where this video's data came from in this call.")
     fetched_at: str = Field(description="When the upstream data was fetched (ISO 8601 UTC).")
@@ -62,6 +65,16 @@ class GroupTotal(BaseModel):
     gmv: float = Field(description="Exact to the cent: summed in cents from the product rows.")
 
 
+class ProductSplit(BaseModel):
+    """One video's part of one product's sales across the answer's videos (group_by="product")."""
+
+    video_id: str
+    units_sold: int
+    gmv: float
+    units_share_pct: float | None = Field(description="This video's share of THIS PRODUCT's units in %.")
+    gmv_share_pct: float | None = Field(description="This video's share of THIS PRODUCT's GMV in %.")
+
+
 class ProductTotal(BaseModel):
     """One product across every video of the answer (group_by="product")."""
 
@@ -71,7 +84,19 @@ class ProductTotal(BaseModel):
     videos: int = Field(description="Number of videos selling it.")
     best_video_id: str = Field(description="The video with the most GMV for it (ties: more units, then lower id).")
     best_video_gmv: float
-    gmv_share_pct: float | None = Field(description="Its share of the answer's total GMV in %; null when that is 0.")
+    gmv_share_pct: float | None = Field(
+        description="THIS PRODUCT's share of the answer's total GMV (all products) in %; null when that is 0."
+    )
+    avg_price: float | None = Field(default=None, description="gmv / units_sold; null when 0 units.")
+    views: int | None = Field(default=None, description="Sum of the views of the videos selling it.")
+    gmv_per_1k_views: float | None = Field(default=None, description="gmv × 1000 / views.")
+    units_per_1k_views: float | None = Field(default=None, description="units_sold × 1000 / views.")
+    engagement_rate: float | None = Field(
+        default=None, description="Interactions / views over the videos selling it; null when 0 views."
+    )
+    by_video: list[ProductSplit] | None = Field(
+        default=None, description="Each video selling it, by GMV, with its share of THIS PRODUCT's units and GMV."
+    )
 
 
 class Summary(BaseModel):
@@ -104,8 +129,60 @@ class VideoProductsResult(BaseModel):
     summary: Summary
     credits: Credits
     warnings: list[str]
-    # group_by="product" only (absent otherwise): every product's totals, by GMV.
+    # group_by="product" only (absent otherwise): every product's totals, ranked by `sort_by` (GMV by default).
     product_totals: list[ProductTotal] | None = None
+    videos_asked: int | None = Field(default=None, description="Distinct videos asked for in this call.")
+    sort_by: str | None = Field(default=None, description="The measure lists are ranked by (highest first).")
+
+
+class GroupProduct(BaseModel):
+    product_id: str
+    units_sold: int
+    gmv: float
+    videos: int = Field(description="Videos of the group selling it.")
+
+
+class GroupStats(BaseModel):
+    """One named group's totals and per-video averages (compare_video_groups)."""
+
+    name: str
+    videos: int = Field(description="Videos asked in this group.")
+    videos_counted: int = Field(description="Of them, videos whose rows are in the answer: the averages' divisor.")
+    videos_with_products: int
+    units_sold: int
+    gmv: float = Field(description="Exact to the cent.")
+    gmv_per_video: float | None = Field(description="gmv / videos_counted, to the cent.")
+    units_per_video: float | None
+    views: int = Field(description="Sum of the views of its videos with products.")
+    gmv_per_1k_views: float | None
+    units_per_1k_views: float | None
+    products: int = Field(description="Distinct products the group sells.")
+    top_products: list[GroupProduct]
+
+
+class GroupDifference(BaseModel):
+    group: str
+    baseline: str = Field(description="The first group: every other group is compared with it.")
+    measure: str
+    difference: float | None = Field(description="group minus baseline.")
+    pct: float | None = Field(description="The difference in % of the baseline's value; null when that is 0.")
+
+
+class GroupComparisonResult(BaseModel):
+    demo: bool
+    complete: bool = Field(description="False when a limit or error stopped the page walk early.")
+    next_page_num: int | None
+    pending_ids: list[str]
+    not_found: list[str]
+    videos: int = Field(description="Distinct videos over all groups (fetched once, as one set).")
+    groups: list[GroupStats]
+    differences: list[GroupDifference]
+    shared_products: list[str] = Field(description="Products sold by at least two groups.")
+    overlap: list[str] = Field(description="Videos asked in more than one group (counted in each).")
+    credits: Credits
+    warnings: list[str]
+    sort_by: Literal["gmv", "units"] = Field(description="What each group's top products are ranked by.")
+    partial_rows: int = Field(description="Product rows fetched so far for the pending videos (incomplete only).")
 
 
 class LedgerEntryOut(BaseModel):
@@ -134,6 +211,10 @@ class CreditUsage(BaseModel):
     daily_limit: int | None
     remaining_today: int | None
     max_credits_per_call: int
+    max_credits_for_50_videos: int | None = Field(
+        default=None,
+        description="With KEYAPI_MAX_CREDITS_PER_CALL unset, the cap grows with the ids asked: the cap for 50.",
+    )
     resets_at: str
     uncertain_today: int = Field(description="Credits counted as spent because the outcome was not seen.")
     saved_today: int = Field(description="Credits the cache saved today.")

@@ -7,22 +7,25 @@ line and how to continue. Untrusted text is shown only inside `«…»` (`quote_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from keyapi_mcp.core.text import quote_untrusted, safe_token
-from keyapi_mcp.presentation.models import CreditUsage, VideoOut, VideoProductsResult
-from keyapi_mcp.presentation.totals import exact, money
+from keyapi_mcp.presentation.models import Credits, CreditUsage, ProductTotal, VideoOut, VideoProductsResult
+from keyapi_mcp.presentation.ranking import LABELS, PRODUCT_IN_VIDEO
+from keyapi_mcp.presentation.totals import exact, interactions, money, ratio
 
 MAX_CALLER_SHOWN = 200  # surface.caller keeps keys shorter; a longer one is quoted, not trusted
+TENTH = Decimal("0.1")
 DEMO_BANNER = "DEMO DATA: bundled sample (1 real documented example + synthetic videos), not live KeyAPI data."
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _num(value: float | int | None) -> str:
+def number(value: float | int | None) -> str:
     if value is None:
         return "?"
     if isinstance(value, float):
@@ -49,21 +52,46 @@ class TextView:
     top: int | None = None  # products per video (group_by="product": product totals) shown; None = all
     media: bool = True  # detailed: the cover/play URLs, size, ratio and bytes line
     about: bool = True  # detailed: description and hashtags
+    splits: bool = True  # group_by="product": each video's share of a product sold in several videos
 
 
 FULL_VIEW = TextView()
 VIDEO_URI_TEMPLATE = "keyapi://videos/{video_id}"  # the free re-read of a cached video (surface.resources)
 
 
-def _video_head(v: VideoOut) -> str:
-    eng = f"{v.engagement_rate * 100:.1f}" if v.engagement_rate is not None else "?"
-    head = f"{v.video_id} | {_compact(v.views)} | {eng} | {v.units_sold} | {_num(v.gmv)}"
+def _eng(v: VideoOut) -> str:
+    """Engagement in %, from the exact counts (not the rounded rate: one rounding only)."""
+    rate = ratio(interactions(v) * 100, v.views)
+    return "?" if rate is None else str(rate.quantize(TENTH, rounding=ROUND_HALF_EVEN))
+
+
+def _video_head(v: VideoOut, by: str = "gmv", pending: frozenset[str] = frozenset()) -> str:
+    views = number(v.views) if by == "views" else _compact(v.views)
+    head = (
+        f"{v.video_id} | {views} | {_eng(v)} | {v.units_sold} | {number(v.gmv)} | {number(v.gmv_per_1k_views)} | "
+        f"{number(v.units_per_1k_views)}"
+    )
+    if by == "avg_price":
+        head += f" | {number(v.avg_price)}"
     extras = [x for x in (v.region, (v.created_at or "")[:10] or None) if x]
     if v.source == "cache":
         extras.append("cached")
+    if v.video_id in pending:
+        extras.append("PARTIAL")  # its rows so far: the rest comes with the continuation
     if extras:
         head += " | " + " ".join(extras)
     return head
+
+
+def _video_header(by: str, complete: bool = True) -> str:
+    extra = " | avg price" if by == "avg_price" else ""
+    marks = "cached" if complete else "cached, PARTIAL"
+    return f"video | views | eng% | units | GMV | GMV/1k views | units/1k views{extra} | region created ({marks})"
+
+
+def _ranked_by(result: VideoProductsResult) -> str:
+    by = result.sort_by or "gmv"
+    return LABELS.get(by, by)
 
 
 def _video_details(v: VideoOut, view: TextView) -> list[str]:
@@ -91,27 +119,51 @@ def _video_details(v: VideoOut, view: TextView) -> list[str]:
 def _head_line(result: VideoProductsResult) -> str:
     s = result.summary
     return (
-        f"{_count(s.videos, 'video')}, {_count(s.products, 'product')}; units {s.units_sold}; GMV {_num(s.gmv)} "
+        f"{plural(s.videos, 'video')}, {plural(s.products, 'product')}; units {s.units_sold}; GMV {number(s.gmv)} "
         "(currency not stated upstream)"
     )
+
+
+def partial_line(pending_ids: Sequence[str], asked: int | None, partial_rows: int) -> str:
+    """What the totals of an incomplete answer cover, and what is pending (printed before any total)."""
+    pending = len(pending_ids)
+    full = f"{asked - pending} of {asked} videos asked" if asked is not None else "the videos fetched"
+    return (
+        f"PARTIAL: every total below covers {full} in full and {plural(partial_rows, 'product row')} of the "
+        f"{pending} pending; {pending} pending, so the totals will change (continue as the last line says)."
+    )
+
+
+def _partial(result: VideoProductsResult) -> list[str]:
+    if result.complete:
+        return []
+    pending = set(result.pending_ids)
+    rows = sum(len(v.products) for v in result.videos if v.video_id in pending)
+    return [partial_line(result.pending_ids, result.videos_asked, rows)]
+
+
+def _tag(result: VideoProductsResult) -> str:
+    """Appended to each totals header of an incomplete answer."""
+    return "" if result.complete else " (PARTIAL)"
+
+
+def credit_line(c: Credits) -> str:
+    credit = f"credits: spent {c.spent}, {plural(c.cached_videos, 'video')} from cache; "
+    if c.spent_today is None:
+        return credit + "today's total unknown (ledger unreadable)"
+    if c.daily_limit:
+        return credit + f"today {c.spent_today}/{c.daily_limit} ({c.remaining_today} left)"
+    return credit + f"today {c.spent_today} (no daily limit)"
 
 
 def _tail_lines(result: VideoProductsResult, left_out: list[str]) -> list[str]:
     lines: list[str] = []
     if result.not_found:
-        lines.append("no products: " + ",".join(result.not_found))
+        lines.append(f"no products ({len(result.not_found)}): " + ",".join(result.not_found))
     if result.warnings:
         lines.append("warnings: " + "; ".join(result.warnings))
     lines.extend(left_out)
-    c = result.credits
-    credit = f"credits: spent {c.spent}, {_count(c.cached_videos, 'video')} from cache; "
-    if c.spent_today is None:
-        credit += "today's total unknown (ledger unreadable)"
-    elif c.daily_limit:
-        credit += f"today {c.spent_today}/{c.daily_limit} ({c.remaining_today} left)"
-    else:
-        credit += f"today {c.spent_today} (no daily limit)"
-    lines.append(credit)
+    lines.append(credit_line(result.credits))
     if not result.complete:
         ids = result.pending_ids
         args = "video_ids=[" + ", ".join(f'"{i}"' for i in ids) + "]"
@@ -128,15 +180,19 @@ def render_text(result: VideoProductsResult, view: TextView = FULL_VIEW) -> str:
     lines: list[str] = []
     if result.demo:
         lines.append(DEMO_BANNER)
+    lines.extend(_partial(result))
     lines.append(_head_line(result))
+    by = result.sort_by or "gmv"
+    pending = frozenset(result.pending_ids)
     if result.videos:
-        lines.append("video | views | eng% | units | GMV | region created (cached) ; then product | units | GMV | avg")
+        order = f"; ranked by {_ranked_by(result)}" if by != "gmv" else ""
+        lines.append(_video_header(by, result.complete) + " ; then product | units | GMV | avg" + order)
     for v in result.videos:
-        lines.append(_video_head(v))
+        lines.append(_video_head(v, by, pending))
         if v.description is not None or v.hashtags:
             lines.extend(_video_details(v, view))
         for p in v.products[: view.top]:
-            lines.append(f"- {p.product_id} | {_num(p.units_sold)} | {_num(p.gmv)} | {_num(p.avg_price)}")
+            lines.append(f"- {p.product_id} | {number(p.units_sold)} | {number(p.gmv)} | {number(p.avg_price)}")
     lines.extend(_tail_lines(result, _left_out_of_videos(result, view)))
     return "\n".join(lines)
 
@@ -158,6 +214,12 @@ def _left_out_details(result: VideoProductsResult, view: TextView) -> list[str]:
     ]
 
 
+def _product_rank(result: VideoProductsResult) -> str:
+    """What a video's products are ranked by: the measure, or GMV for the video-level ones."""
+    by = result.sort_by or "gmv"
+    return LABELS[by] if by in PRODUCT_IN_VIDEO else "GMV"
+
+
 def _left_out_of_videos(result: VideoProductsResult, view: TextView) -> list[str]:
     lines = _left_out_details(result, view)
     if view.top is None:
@@ -169,7 +231,8 @@ def _left_out_of_videos(result: VideoProductsResult, view: TextView) -> list[str
     units = sum(p.units_sold or 0 for v, _ in cut for p in v.products[view.top :])
     first = cut[0][0].video_id
     lines.append(
-        f"LEFT OUT: {_count(rows, 'product row')} beyond the top {view.top} by GMV of {_count(len(cut), 'video')} "
+        f"LEFT OUT: {plural(rows, 'product row')} beyond the top {view.top} by {_product_rank(result)} of "
+        f"{plural(len(cut), 'video')} "
         f"(units {units}; the video lines' totals include them): "
         + ",".join(f"{v.video_id}(+{n})" for v, n in cut)
         + f". Read their full lists free from {VIDEO_URI_TEMPLATE} (e.g. keyapi://videos/{first}), or call "
@@ -178,38 +241,77 @@ def _left_out_of_videos(result: VideoProductsResult, view: TextView) -> list[str
     return lines
 
 
+_TOTAL_EXTRA = {  # group_by="product": the column the measure adds when it is not one of the fixed ones
+    "views": lambda t: number(t.views),
+    "gmv_per_1k_views": lambda t: number(t.gmv_per_1k_views),
+    "units_per_1k_views": lambda t: number(t.units_per_1k_views),
+    "engagement": lambda t: number(float(exact(t.engagement_rate) * 100)) if t.engagement_rate is not None else "?",
+}
+
+
+def _split_line(t: ProductTotal) -> str:
+    return "  " + "; ".join(
+        f"{p.video_id} {p.units_sold} ({number(p.units_share_pct)}%) {number(p.gmv)} ({number(p.gmv_share_pct)}%)"
+        for p in t.by_video or []
+    )
+
+
 def _render_products(result: VideoProductsResult, view: TextView) -> str:
-    """group_by="product": one line per product across every video, then region, day and video totals."""
+    """group_by="product": one line per product across every video (each video's part of it below a product
+    sold in several), then region, day and video totals."""
     totals = result.product_totals or []
     s = result.summary
+    by = result.sort_by or "gmv"
+    extra = _TOTAL_EXTRA.get(by)
+    tag = _tag(result)
     lines: list[str] = []
     if result.demo:
         lines.append(DEMO_BANNER)
-    lines.append(_head_line(result) + f"; {_count(len(totals), 'distinct product')}")
+    lines.extend(_partial(result))
+    lines.append(_head_line(result) + f"; {plural(len(totals), 'distinct product')}")
+    shown = totals[: view.top]
     if totals:
-        lines.append("product | units | GMV | GMV share% | videos | best video | its GMV")
-    for t in totals[: view.top]:
-        share = _num(t.gmv_share_pct) if t.gmv_share_pct is not None else "?"
+        column = f" | {LABELS[by]}" if extra else ""
+        order = f"; ranked by {LABELS[by]}" if by != "gmv" else ""
         lines.append(
-            f"- {t.product_id} | {t.units_sold} | {_num(t.gmv)} | {share} | {t.videos} | {t.best_video_id} | "
-            f"{_num(t.best_video_gmv)}"
+            f"product | units | GMV | % of all GMV | avg price | videos | best video | its GMV{column}{tag}{order}"
         )
+        if view.splits and any(t.videos > 1 for t in shown):
+            lines.append(
+                "  (under a product in 2+ videos, each video: units (% of THIS product's units) GMV "
+                "(% of THIS product's GMV))"
+            )
+    for t in shown:
+        line = (
+            f"- {t.product_id} | {t.units_sold} | {number(t.gmv)} | {number(t.gmv_share_pct)} | "
+            f"{number(t.avg_price)} | {t.videos} | {t.best_video_id} | {number(t.best_video_gmv)}"
+        )
+        lines.append(line + (f" | {extra(t)}" if extra else ""))
+        if view.splits and t.videos > 1:
+            lines.append(_split_line(t))
     if s.by_region:
-        lines.append("region | videos | units | GMV")
-        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {_num(g.gmv)}" for g in s.by_region)
+        lines.append(f"region | videos | units | GMV{tag}")
+        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {number(g.gmv)}" for g in s.by_region)
     if s.by_day:
-        lines.append("day (created, UTC) | videos | units | GMV")
-        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {_num(g.gmv)}" for g in s.by_day)
+        lines.append(f"day (created, UTC) | videos | units | GMV{tag}")
+        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {number(g.gmv)}" for g in s.by_day)
     if result.videos:
-        lines.append("video | views | eng% | units | GMV | region created (cached)")
-        lines.extend(_video_head(v) for v in result.videos)
+        order = f"; ranked by {LABELS[by]}" if by != "gmv" else ""
+        lines.append(_video_header(by, result.complete) + order)
+        pending = frozenset(result.pending_ids)
+        lines.extend(_video_head(v, by, pending) for v in result.videos)
     left_out = []
+    if not view.splits and any(t.videos > 1 for t in shown):
+        left_out.append(
+            "LEFT OUT to fit the output budget: each video's share of the products sold in several videos. "
+            "It is in the structured result's product_totals[].by_video."
+        )
     if view.top is not None and len(totals) > view.top:
         rest = totals[view.top :]
         rest_gmv = sum((exact(t.gmv) for t in rest), Decimal(0))
         left_out.append(
-            f"LEFT OUT: {_count(len(rest), 'product')} ranked {view.top + 1}-{len(totals)} by GMV (units "
-            f"{sum(t.units_sold for t in rest)}, GMV {_num(money(rest_gmv))}; the totals above include them). "
+            f"LEFT OUT: {plural(len(rest), 'product')} ranked {view.top + 1}-{len(totals)} by {LABELS[by]} (units "
+            f"{sum(t.units_sold for t in rest)}, GMV {number(money(rest_gmv))}; the totals above include them). "
             "They are in the structured result's product_totals. To list them, call again with a larger top or "
             "fewer video_ids (cached videos cost nothing; the text stays under KEYAPI_MAX_OUTPUT_TOKENS)."
         )
@@ -240,7 +342,10 @@ def render_usage(usage: CreditUsage) -> str:
         # An identity comes from the token's issuer; anything but a plain token is shown as quoted data.
         who = safe_token(you.caller, MAX_CALLER_SHOWN) or quote_untrusted(you.caller)
         lines.append(f"your credits today ({who}): {own}; uncertain {you.uncertain_today}")
-    lines.append(f"max per call {usage.max_credits_per_call}; cached videos {usage.cached_videos}")
+    cap = f"max per call {usage.max_credits_per_call}"
+    if usage.max_credits_for_50_videos is not None:
+        cap += f" (1 + 3 per 10 videos asked when more: {usage.max_credits_for_50_videos} for 50)"
+    lines.append(f"{cap}; cached videos {usage.cached_videos}")
     if usage.recent:
         lines.append("recent: at | page | ids | http | outcome | charged")
         for e in usage.recent:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from dataclasses import replace
 
 from keyapi_mcp.presentation.models import VideoProductsResult
 from keyapi_mcp.presentation.render import TextView, render_text
@@ -56,6 +57,8 @@ def _views(result: VideoProductsResult, top: int | None) -> list[TextView]:
     views = [TextView(top=top)]
     if detailed:
         views += [TextView(top=top, media=False), TextView(top=top, media=False, about=False)]
+    if result.product_totals is not None:
+        views.append(TextView(top=top, splits=False))  # each video's share of a product: the longest lines
     return views
 
 
@@ -83,10 +86,10 @@ def fit_text(result: VideoProductsResult, *, max_tokens: int, top: int | None = 
     narrowest = views[-1]
     # Fewer products per video (or product totals): the largest cap that fits, by bisection (the text grows with it).
     low, high = 0, min(_longest(result), top if top is not None else _longest(result))
-    best = render_text(result, TextView(top=0, media=narrowest.media, about=narrowest.about))
+    best = render_text(result, replace(narrowest, top=0))
     while low < high:
         mid = (low + high + 1) // 2
-        text = render_text(result, TextView(top=mid, media=narrowest.media, about=narrowest.about))
+        text = render_text(result, replace(narrowest, top=mid))
         if estimate_tokens(text) <= max_tokens:
             low, best = mid, text
         else:

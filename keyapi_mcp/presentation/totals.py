@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from keyapi_mcp.presentation.models import GroupTotal, ProductTotal, VideoOut, VideoProductsResult
+from keyapi_mcp.presentation.models import GroupTotal, ProductSplit, ProductTotal, VideoOut, VideoProductsResult
 
 CENT = Decimal("0.01")
 UNKNOWN = "unknown"
@@ -42,12 +42,37 @@ class _Tally:
     units: int = 0
     gmv: Decimal = field(default_factory=Decimal)
     videos: set[str] = field(default_factory=set)
-    best: tuple[Decimal, int, str] | None = None  # (gmv, units, video_id) of the best video so far
+    views: int = 0  # of the videos counted
+    acts: int = 0  # their likes, comments, shares and favorites
+    splits: list[tuple[str, int, Decimal]] = field(default_factory=list)  # (video, units, GMV) per video
 
-    def add(self, video_id: str, units: int, gmv: Decimal) -> None:
+    def add(self, video_id: str, units: int, gmv: Decimal, views: int = 0, acts: int = 0) -> None:
         self.units += units
         self.gmv += gmv
         self.videos.add(video_id)
+        self.views += views
+        self.acts += acts
+        self.splits.append((video_id, units, gmv))
+
+
+def ratio(num: Decimal | int | None, den: Decimal | int | None, scale: int = 1) -> Decimal | None:
+    """num × scale / den, exact; None when the denominator is 0 or unknown."""
+    if num is None or not den:
+        return None
+    return Decimal(num) * scale / Decimal(den)
+
+
+def hundredths(value: Decimal | None) -> float | None:
+    """To 2 decimals once (half to even), as the text prints it."""
+    return None if value is None else float(value.quantize(CENT, rounding=ROUND_HALF_EVEN))
+
+
+def _four(value: Decimal | None) -> float | None:
+    return None if value is None else float(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN))
+
+
+def interactions(video: VideoOut) -> int:
+    return sum(x or 0 for x in (video.likes, video.comments, video.shares, video.favorites))
 
 
 def _video_product_sums(video: VideoOut) -> dict[str, tuple[int, Decimal]]:
@@ -60,37 +85,70 @@ def _video_product_sums(video: VideoOut) -> dict[str, tuple[int, Decimal]]:
     return sums
 
 
-def _better(candidate: tuple[Decimal, int, str], best: tuple[Decimal, int, str] | None) -> bool:
-    if best is None:
-        return True
-    gmv, units, vid = candidate
-    return (gmv, units) > best[:2] or ((gmv, units) == best[:2] and vid < best[2])
+def _measure(t: _Tally, by: str) -> Decimal | None:
+    """A product's value of the measure across its videos (GMV ranked as shown: to the cent)."""
+    if by == "units":
+        return Decimal(t.units)
+    if by == "views":
+        return Decimal(t.views)
+    if by == "avg_price":
+        return ratio(t.gmv, t.units)
+    if by == "gmv_per_1k_views":
+        return ratio(t.gmv, t.views, 1000)
+    if by == "units_per_1k_views":
+        return ratio(t.units, t.views, 1000)
+    if by == "engagement":
+        return ratio(t.acts, t.views)
+    return to_cent(t.gmv)
 
 
-def product_totals(videos: Sequence[VideoOut]) -> list[ProductTotal]:
-    """Every product across `videos`, by total GMV (then product id), with its best video and GMV share."""
+def _split_order(split: tuple[str, int, Decimal]) -> tuple[Decimal, int, str]:
+    video_id, units, gmv = split
+    return (-to_cent(gmv), -units, video_id)  # the best video first (ties: more units, then lower id)
+
+
+def product_totals(videos: Sequence[VideoOut], sort_by: str = "gmv") -> list[ProductTotal]:
+    """Every product across `videos`, ranked by `sort_by` (ties by product id; no value last), with its best
+    video, its share of all GMV, and each video's share of ITS units and GMV."""
     tallies: dict[str, _Tally] = {}
     for video in videos:
+        acts = interactions(video)
         for product_id, (units, gmv) in _video_product_sums(video).items():
-            tally = tallies.setdefault(product_id, _Tally())
-            tally.add(video.video_id, units, gmv)
-            candidate = (to_cent(gmv), units, video.video_id)  # ranked as shown: to the cent
-            if _better(candidate, tally.best):
-                tally.best = candidate
+            tallies.setdefault(product_id, _Tally()).add(video.video_id, units, gmv, video.views or 0, acts)
     total = sum((t.gmv for t in tallies.values()), Decimal(0))
-    ordered = sorted(tallies.items(), key=lambda item: (-to_cent(item[1].gmv), item[0]))  # ranked as shown
+
+    def key(item: tuple[str, _Tally]) -> tuple[bool, Decimal, str]:
+        value = _measure(item[1], sort_by)
+        return (value is None, -(value if value is not None else Decimal(0)), item[0])
+
     out = []
-    for product_id, tally in ordered:
-        assert tally.best is not None  # every tally was created for a product row
+    for product_id, tally in sorted(tallies.items(), key=key):
+        splits = sorted(tally.splits, key=_split_order)
+        best_video, _, best_gmv = splits[0]
         out.append(
             ProductTotal(
                 product_id=product_id,
                 units_sold=tally.units,
                 gmv=money(tally.gmv),
                 videos=len(tally.videos),
-                best_video_id=tally.best[2],
-                best_video_gmv=money(tally.best[0]),
+                best_video_id=best_video,
+                best_video_gmv=money(best_gmv),
                 gmv_share_pct=share_pct(tally.gmv, total),
+                avg_price=hundredths(ratio(tally.gmv, tally.units)),
+                views=tally.views,
+                gmv_per_1k_views=hundredths(ratio(tally.gmv, tally.views, 1000)),
+                units_per_1k_views=hundredths(ratio(tally.units, tally.views, 1000)),
+                engagement_rate=_four(ratio(tally.acts, tally.views)),
+                by_video=[
+                    ProductSplit(
+                        video_id=vid,
+                        units_sold=units,
+                        gmv=money(gmv),
+                        units_share_pct=share_pct(Decimal(units), Decimal(tally.units)),
+                        gmv_share_pct=share_pct(gmv, tally.gmv),
+                    )
+                    for vid, units, gmv in splits
+                ],
             )
         )
     return out
@@ -124,9 +182,9 @@ def day_totals(videos: Iterable[VideoOut]) -> list[GroupTotal]:
     return _totals(groups, lambda item: (item[0] == UNKNOWN, item[0]))
 
 
-def with_product_totals(result: VideoProductsResult) -> VideoProductsResult:
-    """The result with `product_totals` and the summary's `by_region` / `by_day` filled in."""
+def with_product_totals(result: VideoProductsResult, sort_by: str = "gmv") -> VideoProductsResult:
+    """The result with `product_totals` (ranked by `sort_by`) and the summary's `by_region` / `by_day` filled in."""
     summary = result.summary.model_copy(
         update={"by_region": region_totals(result.videos), "by_day": day_totals(result.videos)}
     )
-    return result.model_copy(update={"summary": summary, "product_totals": product_totals(result.videos)})
+    return result.model_copy(update={"summary": summary, "product_totals": product_totals(result.videos, sort_by)})
