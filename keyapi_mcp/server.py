@@ -17,13 +17,14 @@ from mcp.server.mcpserver import MCPServer
 
 from keyapi_mcp import __version__
 from keyapi_mcp.config import Settings
-from keyapi_mcp.core.budget import CallLimits
+from keyapi_mcp.core.budget import CallLimits, cap_sized_from_ids
 from keyapi_mcp.core.ports import Store
 from keyapi_mcp.core.service import ProductsService
 from keyapi_mcp.metrics import NO_METRICS, Metrics, MetricsMiddleware, PrometheusMetrics
 from keyapi_mcp.state.sqlite_store import SQLiteStore
 from keyapi_mcp.surface.app import SERVER_TITLE, ProductsView, icons
 from keyapi_mcp.surface.calls import KeyAPIMCPServer
+from keyapi_mcp.surface.groups import compare_tool
 from keyapi_mcp.surface.prompts import register_prompts
 from keyapi_mcp.surface.resources import register_resources
 from keyapi_mcp.surface.slots import CallSlots
@@ -112,6 +113,7 @@ def build_server(
         per_call=settings.max_credits_per_call,
         daily=settings.daily_credit_limit,
         per_user=settings.user_daily_credit_limit,
+        sized=cap_sized_from_ids(settings),
     )
 
     @asynccontextmanager
@@ -147,7 +149,7 @@ def build_server(
 
         demo_ids = [vid for vid, rows in demo_dataset().items() if rows]
     view = ProductsView()  # the MCP Apps view of get_video_products (ui://keyapi/products)
-    tools = tools_for(settings, view, demo_ids=demo_ids)
+    tools = [*tools_for(settings, view, demo_ids=demo_ids), compare_tool(settings)]
     server = KeyAPIMCPServer(
         SERVER_NAME,
         title=SERVER_TITLE,

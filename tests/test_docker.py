@@ -131,7 +131,7 @@ async def test_the_images_command_serves_and_its_health_check_passes(
             ) as client,
         ):
             tools = await client.list_tools()
-        assert {t.name for t in tools.tools} == {"get_video_products", "get_credit_usage"}
+        assert {t.name for t in tools.tools} == {"get_video_products", "compare_video_groups", "get_credit_usage"}
         async with httpx2.AsyncClient() as http:  # without the token: refused
             assert (await http.post(f"http://127.0.0.1:{port}/mcp", json={})).status_code == 401
 

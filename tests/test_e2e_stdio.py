@@ -57,7 +57,7 @@ async def test_the_installed_command_serves_both_tools_over_stdio_against_the_up
         result = await client.call_tool(TOOL, {"video_ids": [DOCUMENTED_VIDEO_ID, TWELVE_ROWS]})
         usage = await client.call_tool("get_credit_usage", {})
 
-    assert {t.name for t in tools.tools} == {"get_video_products", "get_credit_usage"}
+    assert {t.name for t in tools.tools} == {"get_video_products", "compare_video_groups", "get_credit_usage"}
     out = parsed(result)
     assert out.demo is False and out.complete
     assert {v.video_id for v in out.videos} == {DOCUMENTED_VIDEO_ID, TWELVE_ROWS}
@@ -182,7 +182,11 @@ def test_stdout_carries_only_json_rpc_while_debug_logs_go_to_stderr_without_the_
                 proc.wait()
 
     assert init["result"]["serverInfo"]["name"] == "keyapi-mcp"
-    assert {t["name"] for t in listed["result"]["tools"]} == {"get_video_products", "get_credit_usage"}
+    assert {t["name"] for t in listed["result"]["tools"]} == {
+        "get_video_products",
+        "compare_video_groups",
+        "get_credit_usage",
+    }
     assert refused["result"]["isError"] is True
     assert refused["result"]["content"][0]["text"].startswith("[unauthorized]")
     assert answered["result"].get("isError") is not True

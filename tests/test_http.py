@@ -134,7 +134,7 @@ async def test_an_authenticated_mcp_client_lists_and_calls_the_tools_with_progre
             result = await client.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]}, progress_callback=on_progress)
             usage = await client.call_tool("get_credit_usage", {})
 
-    assert {tool.name for tool in tools.tools} == {"get_video_products", "get_credit_usage"}
+    assert {tool.name for tool in tools.tools} == {"get_video_products", "compare_video_groups", "get_credit_usage"}
     answer = parsed(result)
     assert [v.video_id for v in answer.videos] == [TWELVE_ROWS]
     assert len(answer.videos[0].products) == 12

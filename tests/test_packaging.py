@@ -119,7 +119,7 @@ async def test_uvx_runs_the_built_wheel_in_demo_mode(
         errlog.seek(0)
         stderr = errlog.read()
     no_secret_leaks.append(stderr)
-    assert {t.name for t in tools.tools} == {"get_video_products", "get_credit_usage"}, stderr
+    assert {t.name for t in tools.tools} == {"get_video_products", "compare_video_groups", "get_credit_usage"}, stderr
     out = parsed(result)
     assert out.demo is True and out.summary.products == 3, text_of(result)
 

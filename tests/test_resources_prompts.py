@@ -134,8 +134,9 @@ async def test_each_prompt_names_the_batched_calls_and_the_budget_check():
         assert len(texts[name]) < 900  # short
     both = f'["{DOCUMENTED_VIDEO_ID}", "{THREE_ROWS}"]'  # normalised: the URL and the duplicate fold into one id
     assert f"get_video_products once with all of them: video_ids={both}" in texts["analyze"]
-    assert f'get_video_products(video_ids={both}, group_by="product")' in texts["compare"]
-    assert f'get_video_products(video_ids=["{TWELVE_ROWS}"], group_by="product")' in texts["compare"]
+    groups = f'[{{"name": "A", "video_ids": {both}}}, {{"name": "B", "video_ids": ["{TWELVE_ROWS}"]}}]'
+    assert f"compare_video_groups(groups={groups}) once" in texts["compare"]  # one call: the union, fetched once
+    assert 'sort_by="gmv_per_1k_views"' in texts["analyze"]
     assert f'get_video_products(video_ids={both}, group_by="product", top=3)' in texts["top"]
     assert "top=10" in texts["default"]
 

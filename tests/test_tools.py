@@ -49,11 +49,11 @@ def video_ids_param(request: dict[str, Any]) -> list[str]:
 # Listing and schemas
 
 
-async def test_both_tools_are_listed_with_descriptions_that_state_cost_and_cap(fake_upstream: FakeUpstreamServer):
+async def test_the_tools_are_listed_with_descriptions_that_state_cost_and_cap(fake_upstream: FakeUpstreamServer):
     settings = make_settings(fake_upstream.url, max_credits_per_call=7)
     async with connect(settings) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"get_video_products", "get_credit_usage"}
+    assert set(tools) == {"get_video_products", "compare_video_groups", "get_credit_usage"}
     for tool in tools.values():
         assert tool.description and len(tool.description) > 40
     description = tools[TOOL].description or ""
@@ -70,7 +70,16 @@ async def test_input_schema_carries_bounds_descriptions_and_rejects_unknown_fiel
     assert schema["additionalProperties"] is False
     assert schema["required"] == ["video_ids"]
     props = schema["properties"]
-    assert set(props) == {"video_ids", "max_credits", "page_num", "response_format", "refresh", "group_by", "top"}
+    assert set(props) == {
+        "video_ids",
+        "max_credits",
+        "page_num",
+        "response_format",
+        "refresh",
+        "group_by",
+        "top",
+        "sort_by",
+    }
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
     assert props["video_ids"]["type"] == "array"

@@ -94,9 +94,11 @@ def analyze_video_commerce(video_ids: str) -> str:
         f"Analyze the TikTok commerce of {len(ids)} video(s).\n"
         f"1. {BUDGET_STEP}\n"
         f"2. Call get_video_products once with all of them: video_ids={_list(ids)}. If the answer says "
-        "INCOMPLETE or LEFT OUT, follow its instructions.\n"
-        "3. Report per video: views, engagement, units sold, GMV and its best products; then which videos "
-        "convert best (units and GMV per 1k views) and which sell nothing. " + QUOTE_RULE
+        "PARTIAL or LEFT OUT, follow its instructions.\n"
+        f"3. For which videos convert best, call get_video_products(video_ids={_list(ids)}, "
+        'sort_by="gmv_per_1k_views") (free: cached); the first video line is the best.\n'
+        "4. Report per video: views, engagement, units sold, GMV and its best products; then which videos "
+        "convert best (GMV and units per 1k views, as printed) and which sell nothing. " + QUOTE_RULE
     )
 
 
@@ -104,13 +106,14 @@ def compare_videos(video_ids_a: str, video_ids_b: str) -> str:
     """Compare two groups of TikTok videos (e.g. two creators) by units, GMV and products."""
     a = _ids(video_ids_a, "video_ids_a", "compare_videos")
     b = _ids(video_ids_b, "video_ids_b", "compare_videos")
+    groups = f'[{{"name": "A", "video_ids": {_list(a)}}}, {{"name": "B", "video_ids": {_list(b)}}}]'
     return (
         f"Compare two groups of TikTok videos: A ({len(a)}) and B ({len(b)}).\n"
         f"1. {BUDGET_STEP}\n"
-        f'2. Call get_video_products(video_ids={_list(a)}, group_by="product"), then '
-        f'get_video_products(video_ids={_list(b)}, group_by="product").\n'
-        "3. Report for each group: videos, units, GMV, GMV per video, its top products, regions and days; "
-        "then the differences, the products both groups sell, and which group converts better. " + QUOTE_RULE
+        f"2. Call compare_video_groups(groups={groups}) once: it fetches both groups as one set.\n"
+        "3. Report for each group: videos, units, GMV, GMV and units per video, GMV per 1k views and its top "
+        "products; then B's differences from A (absolute and %) and the products both groups sell, as the answer "
+        "prints them. If it says PARTIAL, follow its last line first. " + QUOTE_RULE
     )
 
 
@@ -121,8 +124,9 @@ def top_products(video_ids: str, n: str = "10") -> str:
     return (
         f"Find the top {top} products across {len(ids)} TikTok video(s).\n"
         f"1. {BUDGET_STEP}\n"
-        f'2. Call get_video_products(video_ids={_list(ids)}, group_by="product", top={top}).\n'
-        f"3. Report the top {top} as a table: product, units, GMV, share of GMV, number of videos, best video; "
+        f'2. Call get_video_products(video_ids={_list(ids)}, group_by="product", top={top}). For the top by '
+        'units instead of GMV, add sort_by="units" (or avg_price, gmv_per_1k_views).\n'
+        f"3. Report the top {top} as a table: product, units, GMV, % of all GMV, number of videos, best video; "
         "then the totals by region and by day. The server computed these sums exactly. " + QUOTE_RULE
     )
 

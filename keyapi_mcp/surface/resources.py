@@ -18,7 +18,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, ResourceLink
 
-from keyapi_mcp.core.ids import ID_PATTERN, canonical_id
+from keyapi_mcp.core.ids import ID_PATTERN, MAX_VIDEO_IDS, canonical_id
 from keyapi_mcp.core.text import short_echo
 from keyapi_mcp.presentation.build import build_usage, build_video
 from keyapi_mcp.presentation.models import CreditUsage, VideoOut, VideoProductsResult
@@ -52,6 +52,7 @@ async def read_credit_usage(state: AppState) -> CreditUsage:
         caller=snapshot.caller,
         caller_usage=snapshot.caller_usage,
         user_daily_limit=settings.user_daily_credit_limit,
+        max_credits_for_50=state.service.limits.cap_for(None, MAX_VIDEO_IDS)[0] if state.service.limits.sized else None,
     )
 
 

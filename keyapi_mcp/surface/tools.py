@@ -1,5 +1,6 @@
-"""The two tools: arguments with bounds, descriptions that state this server's actual limits, and each tool's
-way through (arguments → `ProductsService` → presentation). Failures are domain errors (`surface.calls`)."""
+"""get_video_products and get_credit_usage: arguments with bounds, descriptions that state this server's actual
+limits, the server's instructions, and each tool's way through (arguments → `ProductsService` → presentation).
+Failures are domain errors (`surface.calls`). compare_video_groups is in `surface.groups`."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field
 
 from keyapi_mcp.config import Settings
+from keyapi_mcp.core.budget import cap_sized_from_ids, sized_cap
 from keyapi_mcp.core.domain import PAGE_SIZE
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.presentation.build import build_result
 from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
+from keyapi_mcp.presentation.ranking import SortBy
 from keyapi_mcp.presentation.render import render_usage
 from keyapi_mcp.presentation.sizing import cap_structured, fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
@@ -29,15 +32,19 @@ from keyapi_mcp.surface.state import AppState
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = f"""\
-KeyAPI TikTok video commerce data. Use get_video_products to answer "which products does this TikTok \
-video sell, and how well?" for up to {MAX_VIDEO_IDS} videos per call (ids or tiktok.com video URLs). It costs \
-paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product rows), but repeated or overlapping questions \
-are answered from a cache for free, so batch all the videos you need into one call. Use get_credit_usage \
-(free) to check the remaining budget before large requests. For totals across videos (each product's units, \
-GMV, videos, best video and share; totals by region and day) pass group_by="product": the server computes \
-them exactly, so quote them rather than adding up. Long answers are cut to fit an output budget and say what \
-was left out. Free reads, no credit: the resources keyapi://usage and keyapi://videos/{{video_id}} (any video \
-already fetched). Prompts: analyze_video_commerce, compare_videos, top_products."""
+KeyAPI TikTok video commerce data. Calls cost paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product \
+rows), but repeated or overlapping questions are answered from a cache for free, so batch all the videos you \
+need into one call; get_credit_usage (free) shows the remaining budget. Which call answers what:
+- what videos sell and how well, per video: get_video_products (up to {MAX_VIDEO_IDS} ids or tiktok.com video URLs);
+- rankings ("top 3 products by units", "which video converts best"): the same with sort_by (units, gmv, views, \
+gmv_per_1k_views, units_per_1k_views, engagement, avg_price) and top;
+- totals across videos, a product's share of all GMV, each video's share of one product, totals by region and \
+day: get_video_products with group_by="product";
+- two or more groups of videos (creators, campaigns, weeks): compare_video_groups, one call for all groups.
+The server computes every figure exactly: quote them; do not add, subtract, divide or rank yourself. An answer \
+marked PARTIAL covers only what was fetched: continue as its last line says. Long answers say what they left \
+out. Free reads, no credit: keyapi://usage and keyapi://videos/{{video_id}} (any video already fetched). \
+Prompts: analyze_video_commerce, compare_videos, top_products."""
 
 # The lists never change while the process runs (tool descriptions follow the settings, read at start) and are
 
@@ -94,6 +101,15 @@ Top = Annotated[
         "the rest is named, and the structured result keeps everything. Default: all that fit the output budget.",
     ),
 ]
+SortByArg = Annotated[
+    SortBy,
+    Field(
+        description="Rank videos and products by this measure, highest first (ties by id); `top` keeps the first "
+        "N by it. gmv (default), units, views, gmv_per_1k_views and units_per_1k_views (conversion), engagement, "
+        "avg_price (GMV / units). A video's products follow it (by GMV for views and engagement). The text prints "
+        "each video's GMV and units per 1k views, and with group_by=product each product's average price."
+    ),
+]
 Refresh = Annotated[
     bool,
     Field(
@@ -112,6 +128,7 @@ async def get_video_products(
     refresh: Refresh = False,
     group_by: GroupBy = "video",
     top: Top = None,
+    sort_by: SortByArg = "gmv",
 ) -> Annotated[CallToolResult, VideoProductsResult]:
     state = ctx.request_context.lifespan_context
 
@@ -130,10 +147,14 @@ async def get_video_products(
         caller=current_caller(),
     )
     result = build_result(
-        outcome, daily_limit=state.settings.daily_credit_limit, response_format=response_format, demo=state.demo
+        outcome,
+        daily_limit=state.settings.daily_credit_limit,
+        response_format=response_format,
+        demo=state.demo,
+        sort_by=sort_by,
     )
     if group_by == "product":
-        result = with_product_totals(result)
+        result = with_product_totals(result, sort_by)
     settings = state.settings
     structured = cap_structured(result, settings.max_structured_products, cache_ttl=settings.cache_ttl_seconds)
     if structured is not result:  # the text says so too (it is sized on its own, from every row)
@@ -163,35 +184,44 @@ def _describe_cache(ttl: int) -> str:
     return f"Videos fetched in the last {span} come from cache at no cost."
 
 
-def describe_get_video_products(settings: Settings, *, demo_ids: Sequence[str] = ()) -> str:
-    """The description, with this server's limits; `demo_ids` (demo mode) names the sample videos."""
+def describe_cap(settings: Settings) -> str:
+    cap = settings.max_credits_per_call
+    if not cap_sized_from_ids(settings):
+        return f"At most {cap} credits per call (KEYAPI_MAX_CREDITS_PER_CALL; max_credits lowers it)"
+    return (
+        f"At most {cap} credits per call, or 1 + 3 per 10 videos asked when more "
+        f"({sized_cap(MAX_VIDEO_IDS, cap)} for {MAX_VIDEO_IDS}; max_credits lowers it)"
+    )
+
+
+def describe_cost(settings: Settings) -> str:
+    """What a call costs and the limits on it, as the paid tools' descriptions state them."""
     limit = f"{settings.daily_credit_limit} credits per UTC day" if settings.daily_credit_limit else "no daily limit"
     if settings.user_daily_credit_limit:
         limit += f" ({settings.user_daily_credit_limit} per user)"
+    return (
+        f"1 paid credit per upstream page of {PAGE_SIZE} product rows. {describe_cap(settings)}; {limit}. "
+        + _describe_cache(settings.cache_ttl_seconds)
+    )
+
+
+def describe_get_video_products(settings: Settings, *, demo_ids: Sequence[str] = ()) -> str:
+    """The description, with this server's limits; `demo_ids` (demo mode) names the sample videos. At most
+    1,024 characters (some frameworks refuse longer ones): the detail is in the argument descriptions."""
     text = f"""\
-Products sold in TikTok videos, with estimated units sold and GMV per product, from KeyAPI's Video \
-Products (Analytics) endpoint.
+Products sold in TikTok videos with estimated units sold and GMV (KeyAPI Video Products Analytics; \
+currency not stated upstream).
 
-Use it for: which products a video features, how many units each sold and the GMV it drove, and how \
-well a video converts (engagement, units and GMV per 1k views). Pass every video you need in one call.
+Use it for what videos sell and how well, and rankings by any measure (sort_by; top keeps the first N). \
+group_by="product": each product's exact totals, share of all GMV, each video's share of it, totals by region \
+and day. Groups of videos: use compare_video_groups. Quote the printed figures instead of computing.
 
-Cost: each upstream page (up to {PAGE_SIZE} product rows across the requested videos) costs 1 paid \
-credit. At most {settings.max_credits_per_call} credits per call (KEYAPI_MAX_CREDITS_PER_CALL; lower \
-it with max_credits), {limit}. {_describe_cache(settings.cache_ttl_seconds)}
+Cost: {describe_cost(settings)}
 
-Returns: per video (sorted by GMV) views, engagement rate, units sold and GMV, and its products (by \
-GMV) with units, GMV and average price; totals; credits spent; `not_found` ids with no product rows. \
-GMV currency is not stated by the upstream. If `complete` is false, call again with the pending ids and \
-`next_page_num` as the text says. response_format="detailed" adds description, hashtags, cover and \
-video URLs. group_by="product" returns each product's exact totals across the videos instead (plus \
-totals by region and day). The text is kept under {settings.max_output_tokens or "no"} tokens \
-(KEYAPI_MAX_OUTPUT_TOKENS; `top` caps products per video): what it leaves out is named, and each cached \
-video is free to re-read at keyapi://videos/<id>."""
+A PARTIAL answer covers only what was fetched; continue with the call its last line names. The text stays \
+under {settings.max_output_tokens or "no"} tokens; what it leaves out is named."""
     if demo_ids:
-        text += (
-            f"\n\nDEMO MODE: sample data, no credits. Videos with products: {', '.join(demo_ids)}. Any other id "
-            "answers 'no products', as a real video without products would."
-        )
+        text += f"\n\nDEMO MODE: sample data, no credits. Videos with products: {', '.join(demo_ids)}."
     return text
 
 
@@ -203,7 +233,7 @@ CREDIT_USAGE_DESCRIPTION = (
 )
 
 
-def _published(tool: Tool) -> Tool:
+def published(tool: Tool) -> Tool:
     """Publish a tool that validates strictly and advertises compact schemas.
 
     Unknown arguments are rejected (a typo'd `refresh` must not silently serve a stale cache) and types are
@@ -221,9 +251,9 @@ def _published(tool: Tool) -> Tool:
 
 
 def tools_for(settings: Settings, view: ProductsView, *, demo_ids: Sequence[str] = ()) -> list[Tool]:
-    """The two tools, with descriptions that state this server's actual limits."""
+    """get_video_products and get_credit_usage, with descriptions that state this server's actual limits."""
     return [
-        _published(
+        published(
             Tool.from_function(
                 get_video_products,
                 name="get_video_products",
@@ -236,7 +266,7 @@ def tools_for(settings: Settings, view: ProductsView, *, demo_ids: Sequence[str]
                 ),
             )
         ),
-        _published(
+        published(
             Tool.from_function(
                 get_credit_usage,
                 name="get_credit_usage",

@@ -1,0 +1,143 @@
+"""compare_video_groups: named groups of videos compared in one call.
+
+The groups' videos are fetched as one set (one page walk over their union, so the cost is the union's, not
+the sum of the groups'), then `presentation.compare` states each group's totals, per-video averages and top
+products, the differences from the first group, and the products several groups sell: the figures a model
+would otherwise add up and divide itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyapi_mcp.config import Settings
+from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
+from keyapi_mcp.errors import InvalidInput
+from keyapi_mcp.presentation.build import build_result
+from keyapi_mcp.presentation.compare import build_comparison, render_comparison
+from keyapi_mcp.presentation.models import GroupComparisonResult
+from keyapi_mcp.surface.app import icons
+from keyapi_mcp.surface.caller import current_caller
+from keyapi_mcp.surface.state import AppState
+from keyapi_mcp.surface.tools import MaxCredits, Refresh, VideoIds, describe_cost, published
+
+log = logging.getLogger(__name__)
+
+TOOL_NAME = "compare_video_groups"
+MAX_GROUPS = 5
+
+
+class VideoGroup(BaseModel):
+    """One named group of videos (a creator, a campaign, a week...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Printed at the start of lines, so only plain characters: no line breaks, brackets or markup.
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=40,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$",
+            description='A short label printed in the answer, e.g. "creator A" (letters, digits, space, _ . -).',
+        ),
+    ]
+    video_ids: VideoIds
+
+
+Groups = Annotated[
+    list[VideoGroup],
+    Field(
+        min_length=2,
+        max_length=MAX_GROUPS,
+        description=f"2-{MAX_GROUPS} named groups with distinct names; together at most {MAX_VIDEO_IDS} distinct "
+        "videos. A video may be in several groups (it counts in each). The first group is the baseline of the "
+        "differences.",
+    ),
+]
+GroupTop = Annotated[int, Field(ge=1, le=20, description="Top products listed per group (default 3).")]
+GroupSortBy = Annotated[
+    Literal["gmv", "units"], Field(description="What each group's top products are ranked by (default gmv).")
+]
+
+
+def _progress(ctx: Context[AppState]) -> Callable[[int, str], Awaitable[None]]:
+    async def progress(done: int, message: str) -> None:
+        try:
+            await ctx.report_progress(done, None, message)
+        except Exception:  # progress is best effort; never lose a paid page over it
+            log.debug("progress notification failed", exc_info=True)
+
+    return progress
+
+
+def _named(groups: list[VideoGroup]) -> list[tuple[str, list[str]]]:
+    """Each group's name and normalised ids; refused before any request when names repeat or the union is
+    larger than one call takes."""
+    named = [(g.name.strip(), normalize_video_ids(g.video_ids)) for g in groups]
+    if len({name.casefold() for name, _ in named}) < len(named):
+        raise InvalidInput("Two groups have the same name.", hint="Give every group its own name and call again.")
+    union = {vid for _, ids in named for vid in ids}
+    if len(union) > MAX_VIDEO_IDS:
+        raise InvalidInput(
+            f"The groups hold {len(union)} distinct videos; at most {MAX_VIDEO_IDS} fit in one comparison.",
+            hint="Compare fewer or smaller groups.",
+        )
+    return named
+
+
+async def compare_video_groups(
+    groups: Groups,
+    ctx: Context[AppState],
+    max_credits: MaxCredits = None,
+    top: GroupTop = 3,
+    sort_by: GroupSortBy = "gmv",
+    refresh: Refresh = False,
+) -> Annotated[CallToolResult, GroupComparisonResult]:
+    state = ctx.request_context.lifespan_context
+    named = _named(groups)
+    union = list(dict.fromkeys(vid for _, ids in named for vid in ids))
+    outcome = await state.service.fetch(
+        union, max_credits=max_credits, refresh=refresh, progress=_progress(ctx), caller=current_caller()
+    )
+    result = build_result(outcome, daily_limit=state.settings.daily_credit_limit, demo=state.demo)
+    comparison = build_comparison(result, outcome.complete_ids, named, top=top, by=sort_by)
+    return CallToolResult(
+        content=[TextContent(type="text", text=render_comparison(comparison))],
+        structured_content=comparison.model_dump(mode="json"),
+    )
+
+
+def describe_compare_video_groups(settings: Settings) -> str:
+    return f"""\
+Compare named groups of TikTok videos (creators, campaigns, weeks) by units and GMV, in one call.
+
+Fetches the groups' videos as one set (the cost is that of their union; cached videos are free), then states \
+per group: videos, units, GMV, GMV and units per video, GMV and units per 1k views, top products; each \
+group's differences from the first group, absolute and in %; the products several groups sell. Quote these \
+figures instead of computing them.
+
+Cost: {describe_cost(settings)} An answer marked PARTIAL covers only what was fetched and names the call \
+that continues it."""
+
+
+def compare_tool(settings: Settings) -> Tool:
+    return published(
+        Tool.from_function(
+            compare_video_groups,
+            name=TOOL_NAME,
+            title="Compare groups of TikTok videos (KeyAPI, paid)",
+            description=describe_compare_video_groups(settings),
+            icons=icons(),
+            annotations=ToolAnnotations(
+                read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+            ),
+        )
+    )
