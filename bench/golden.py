@@ -1,9 +1,9 @@
 """Golden questions: does the text state every figure a conversation needs, so the model computes nothing?
 
-A catalogue of 34 videos by four creators, where most products are sold through several videos, and 15
-questions an analyst asks of it in one conversation (totals, rankings by units, GMV, price, engagement and
-per-1k-view ratios, a product's split across videos, groups compared, regions, videos that sold nothing, an
-answer cut short by a credit cap, a superset of earlier videos). For each question:
+A catalogue of 34 videos by four creators (and 6 more, asked late), where every product is sold through
+several videos, and 15 questions an analyst asks of it in one conversation (totals, rankings by units, GMV,
+price, engagement and per-1k-view ratios, a product's split across videos, groups compared, regions, videos
+that sold nothing, an answer cut short by a credit cap, a later repeat). For each question:
 
 - the calls keyapi-mcp needs (the tools and arguments a model following the server's instructions makes);
 - the figures the answer must state, each computed here from the RAW upstream rows with `Decimal`,
@@ -28,7 +28,7 @@ from typing import Any
 
 from mcp import Client
 
-from bench.common import BENCH_API_KEY, PAGE_SIZE, Dataset, fake_upstream, pages_for
+from bench.common import BENCH_API_KEY, Dataset, fake_upstream, pages_for
 from bench.inproc import default_server
 from bench.naive_server import build_naive_server
 from bench.tokens import count_tokens, naive_pages
@@ -180,14 +180,16 @@ def ranked(items: dict[str, Decimal | int], n: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Figure:
-    """One number the answer must print: on a line holding every `near` word (in one `;`-part of it), within
-    the block of the line that starts with `under` (that line and the indented lines after it), if given."""
+    """One number the answer must print: in a `;`-part of a line holding every `near` word (the whole line every
+    `line` word), within the block of the line that starts with `under` (that line and the indented lines after
+    it), if given."""
 
     what: str
     value: Decimal | int
     decimals: int = 0
     near: tuple[str, ...] = ()
     under: str | None = None
+    line: tuple[str, ...] = ()  # words the whole line must hold (e.g. which comparison it is)
     step: int = -1  # which call's text (default: the question's last)
     signed: bool = False  # a difference: printed with its sign
 
@@ -256,6 +258,8 @@ def found(check: Check, texts: Sequence[str]) -> bool:
         return tuple(leading[: len(check.ids)]) == check.ids
     wanted = check.spellings()
     for line in _blocks(text, check.under):
+        if not all(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", line) for w in check.line):
+            continue
         for part in line.split(";"):
             near = all(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", part) for w in check.near)
             if near and wanted & _numbers(part, check.decimals, check.signed):
@@ -271,7 +275,7 @@ class Question:
     ask: str
     calls: list[tuple[str, dict[str, Any]]]
     checks: list[Check]
-    continue_from: bool = False  # the second call continues the first as its text says (pending ids, page_num)
+    continue_from: bool = False  # the second call is the one the first answer's text names
     ids: list[str] = field(default_factory=list)  # the videos the question is about (the wrapper pages them)
 
 
@@ -397,10 +401,19 @@ def questions(data: Dataset, creators: dict[str, list[str]]) -> list[Question]:
         vs = f"{names[1]} vs {names[0]}"
         for label, i, decimals in (("units", 0, 0), ("GMV", 1, 2), ("GMV/video", 2, 2)):
             checks.append(
-                Figure(f"{vs}: {label} difference", other[i] - base[i], decimals, near=(vs, label), signed=True)
+                Figure(
+                    f"{vs}: {label} difference", other[i] - base[i], decimals, line=(vs,), near=(label,), signed=True
+                )
             )
             checks.append(
-                Figure(f"{vs}: {label} % difference", _pct_change(other[i], base[i]), 2, near=(vs, label), signed=True)
+                Figure(
+                    f"{vs}: {label} % difference",
+                    _pct_change(other[i], base[i]),
+                    2,
+                    line=(vs,),
+                    near=(label,),
+                    signed=True,
+                )
             )
         both = sorted(set(raw.products(groups[0][1])) & set(raw.products(groups[1][1])))
         checks += [Words(f"sold by both: {p}", ("both", p), step=-1) for p in both]
@@ -527,13 +540,23 @@ def _fresh_set(data: Dataset, taken: Sequence[str]) -> list[str]:
 # -- the run ------------------------------------------------------------------------------------------------
 
 
+_CONTINUE = re.compile(r"Continue with get_video_products\(video_ids=(\[[^\]]*\])(?:, page_num=(\d+))?\)")
+
+
+def continuation(text: str) -> dict[str, Any]:
+    """The arguments of the call an incomplete answer's text names, as a model reads them."""
+    m = _CONTINUE.search(text)
+    if m is None:
+        raise AssertionError(f"the answer names no continuation: {text[-300:]}")
+    return {"video_ids": json.loads(m.group(1)), **({"page_num": int(m.group(2))} if m.group(2) else {})}
+
+
 async def _ask(client: Client, q: Question) -> tuple[list[str], list[dict[str, Any]]]:
     texts: list[str] = []
     structured: list[dict[str, Any]] = []
     for tool, args in q.calls:
-        if q.continue_from and not args and structured:
-            prev = structured[-1]
-            args = {"video_ids": prev["pending_ids"], "page_num": prev["next_page_num"]}
+        if q.continue_from and not args and texts:
+            args = continuation(texts[-1])
         result = await client.call_tool(tool, args)
         text = "\n".join(c.text for c in result.content if getattr(c, "type", "") == "text")  # type: ignore[union-attr]
         texts.append(text)  # an error's text too: it states none of the figures
@@ -618,6 +641,3 @@ async def run(*, seed: int = 23, server: Callable[[str], Any] | None = None) -> 
             "every answer under 25,000 tokens": all(r["largest_text_tokens"] < TEXT_TOKEN_LIMIT for r in per_question),
         },
     }
-
-
-__all__ = ["PAGE_SIZE", "Figure", "Order", "Question", "Raw", "Words", "catalogue", "found", "questions", "run"]

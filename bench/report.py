@@ -283,3 +283,16 @@ def chart(r: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def golden_table(g: dict[str, Any]) -> str:
+    """Per question of the golden set: calls, credits, tokens against the raw-envelope wrapper, figures."""
+    head = ("#", "question", "calls", "credits (min / wrapper)", "text tokens (wrapper)", "figures printed")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, q in enumerate(g["per_question"], start=1):
+        calls = ", ".join(dict.fromkeys(q["calls"])) + (f" ×{len(q['calls'])}" if len(q["calls"]) > 1 else "")
+        lines.append(
+            f"| {i} | {q['question']} | {calls} | {q['credits']} ({q['minimum_credits']} / {q['wrapper_credits']}) | "
+            f"{q['text_tokens']:,} ({q['wrapper_tokens']:,}) | {q['figures'] - len(q['missing'])}/{q['figures']} |"
+        )
+    return "\n".join(lines)
