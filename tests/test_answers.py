@@ -251,6 +251,45 @@ async def test_the_compare_prompt_names_a_call_that_validates(fake_upstream: Fak
     assert not answer.is_error and "B vs A:" in text_of(answer)
 
 
+async def test_a_measure_the_lines_do_not_show_gets_its_own_column(fake_upstream: FakeUpstreamServer) -> None:
+    async with connect(make_settings(fake_upstream.url)) as client:
+        by_views = await client.call_tool(TOOL, {"video_ids": ALL, "sort_by": "views", "top": 1})
+        by_price = await client.call_tool(TOOL, {"video_ids": ALL, "sort_by": "avg_price", "top": 1})
+        by_rate = await client.call_tool(
+            TOOL, {"video_ids": ALL, "group_by": "product", "sort_by": "gmv_per_1k_views", "top": 2}
+        )
+    views = video_lines(text_of(by_views))
+    assert [line.split(" | ")[1] for line in views.values()] == [
+        str(DEMO[v][0]["total_views_cnt"]) for v in views
+    ]  # exact counts, highest first
+    assert list(views) == sorted(views, key=lambda v: (-DEMO[v][0]["total_views_cnt"], v))
+    price = video_lines(text_of(by_price))
+    for vid, line in price.items():
+        units = sum(r["total_video_sale_cnt"] for r in DEMO[vid])
+        gmv = sum((d(r["total_video_sale_gmv_amt"]) for r in DEMO[vid]), Decimal(0))
+        assert line.split(" | ")[7] == two(gmv / units)
+    text = text_of(by_rate)
+    assert "| its GMV | GMV/1k views; ranked by GMV/1k views" in text
+    rates = [t.gmv_per_1k_views for t in parsed(by_rate).product_totals or []]
+    known = [r for r in rates if r is not None]
+    assert rates == [*sorted(known, reverse=True), *[None] * (len(rates) - len(known))]  # no views: last
+
+
+async def test_a_tight_output_budget_drops_each_videos_share_first_and_says_so() -> None:
+    data = synthetic_dataset(50, seed=4, min_products=2, max_products=4)
+    pids = [r["product_id"] for rows in data.values() for r in rows][:8]
+    for i, rows in enumerate(data.values()):  # 8 products, each sold through many of the 50 videos
+        for k, row in enumerate(rows):
+            row["product_id"] = pids[(i + k) % len(pids)]
+    with FakeUpstreamServer(FakeUpstream(data)) as upstream:
+        async with connect(make_settings(upstream.url, max_output_tokens=5000)) as client:
+            answer = await client.call_tool(TOOL, {"video_ids": list(data), "group_by": "product"})
+    text = text_of(answer)
+    assert "LEFT OUT to fit the output budget: each video's share of the products sold in several videos" in text
+    assert len(leading_ids(text)) == 8  # every product still listed
+    assert all((t.by_video or []) for t in parsed(answer).product_totals or [])  # the structured result keeps them
+
+
 # -- pure: ranking and comparison ---------------------------------------------------------------------------
 
 
