@@ -1,7 +1,7 @@
 """Golden questions: does the text state every figure a conversation needs, so the model computes nothing?
 
 A catalogue of 34 videos by four creators (and 6 more, asked late), where every product is sold through
-several videos, and 15 questions an analyst asks of it in one conversation (totals, rankings by units, GMV,
+several videos, and 17 questions an analyst asks of it in one conversation (totals, rankings by units, GMV,
 price, engagement and per-1k-view ratios, a product's split across videos, groups compared, regions, videos
 that sold nothing, an answer cut short by a credit cap, a later repeat). For each question:
 
@@ -332,6 +332,20 @@ def questions(data: Dataset, creators: dict[str, list[str]]) -> list[Question]:
             ],
         )
     )
+    # 3b. the best video and its share of the set's GMV
+    video_gmv = {v: raw.gmv([v]) for v in raw.with_products(ab)}
+    best_vid = ranked(video_gmv, 1)[0]
+    qs.append(
+        Question(
+            "Which single video brought the most GMV, and what share of all their GMV is that?",
+            [("get_video_products", {"video_ids": ab, "top": 1})],
+            [
+                Order("best video by GMV", (best_vid,), all_videos),
+                _money("its GMV", video_gmv[best_vid], under=best_vid),
+                Figure("its % of all GMV", video_gmv[best_vid] * 100 / raw.gmv(ab), 2, under=best_vid),
+            ],
+        )
+    )
     # 4. conversion: GMV per 1k views, per video
     viewed = [v for v in raw.with_products(ab) if raw.views(v)]
     by_gmv_rate = ranked({v: raw.per_1k(v, "gmv") for v in viewed}, 3)
@@ -426,6 +440,28 @@ def questions(data: Dataset, creators: dict[str, list[str]]) -> list[Question]:
                 ids=[v for _, ids in groups for v in ids],
             )
         )
+    # 8b. three groups: every pair compared (all cached by now)
+    trio = [(name, creators[name]) for name in ("A", "B", "C")]
+    stats3 = {name: (Decimal(raw.units(ids)), raw.gmv(ids)) for name, ids in trio}
+    checks3: list[Check] = []
+    for later, earlier in (("B", "A"), ("C", "A"), ("C", "B")):
+        vs = f"{later} vs {earlier}"
+        for label, i, decimals in (("units", 0, 0), ("GMV", 1, 2)):
+            new, base = stats3[later][i], stats3[earlier][i]
+            checks3.append(
+                Figure(f"{vs}: {label} difference", new - base, decimals, line=(vs,), near=(label,), signed=True)
+            )
+            checks3.append(
+                Figure(f"{vs}: {label} % difference", _pct_change(new, base), 2, line=(vs,), near=(label,), signed=True)
+            )
+    qs.append(
+        Question(
+            "And creators A, B and C side by side: how far apart is each pair in units and GMV?",
+            [("compare_video_groups", {"groups": [{"name": n, "video_ids": ids} for n, ids in trio]})],
+            checks3,
+            ids=[v for _, ids in trio for v in ids],
+        )
+    )
     # 9. GMV by region over everything fetched so far plus creator D (new)
     regions = raw.regions(every)
     qs.append(

@@ -106,8 +106,8 @@ async def test_videos_rank_by_gmv_per_1k_views_and_the_text_prints_each_ratio(
 
     assert list(lines) == [*order, ZERO_VIEWS]  # no views, no ratio: last
     for vid, rate in rates.items():
-        assert lines[vid].split(" | ")[5] == two(rate)
-    assert lines[ZERO_VIEWS].split(" | ")[5:7] == ["?", "?"]
+        assert lines[vid].split(" | ")[6] == two(rate)
+    assert lines[ZERO_VIEWS].split(" | ")[6:8] == ["?", "?"]
     assert "GMV/1k views | units/1k views" in text and "ranked by GMV/1k views" in text
 
 
@@ -169,6 +169,42 @@ async def test_groups_are_fetched_as_one_set_and_compared_with_exact_differences
     best_b = max(raw_products(b).items(), key=lambda item: (item[1]["units"], item[0]))[0]
     assert f"creator B top: {best_b} " in text_of(again)
     assert again.structured_content and again.structured_content["credits"]["spent"] == 0  # cached
+
+
+async def test_each_video_line_states_its_share_of_all_gmv(fake_upstream: FakeUpstreamServer) -> None:
+    async with connect(make_settings(fake_upstream.url)) as client:
+        answer = await client.call_tool(TOOL, {"video_ids": ALL, "top": 1})
+    gmv = {v: sum((d(r["total_video_sale_gmv_amt"]) for r in DEMO[v]), Decimal(0)) for v in ALL if DEMO[v]}
+    total = sum(gmv.values(), Decimal(0))
+    lines = video_lines(text_of(answer))
+
+    assert "| GMV | % of all GMV |" in text_of(answer)
+    assert {vid: line.split(" | ")[5] for vid, line in lines.items()} == {
+        v: two(g * 100 / total) for v, g in gmv.items()
+    }
+
+
+async def test_three_groups_are_compared_pair_by_pair(fake_upstream: FakeUpstreamServer) -> None:
+    groups = [
+        {"name": "A", "video_ids": [THREE_ROWS]},
+        {"name": "B", "video_ids": [TWELVE_ROWS]},
+        {"name": "C", "video_ids": [RESELLS, THREE_ROWS]},
+    ]
+    async with connect(make_settings(fake_upstream.url)) as client:
+        answer = await client.call_tool(COMPARE, {"groups": groups})
+    text = text_of(answer)
+    gmv = {g["name"]: sum(p["gmv"] for p in raw_products(g["video_ids"]).values()) for g in groups}  # type: ignore[arg-type]
+
+    pairs = [line.split(":")[0] for line in text.splitlines() if " vs " in line.split(":")[0]]
+    assert pairs == ["B vs A", "C vs A", "C vs B"]
+    c_vs_b = next(line for line in text.splitlines() if line.startswith("C vs B:"))
+    diff = gmv["C"] - gmv["B"]
+    assert (
+        f"; GMV {'+' if diff >= 0 else ''}{two(diff)} ({'+' if diff >= 0 else ''}{two(diff * 100 / gmv['B'])}%)"
+        in c_vs_b
+    )
+    assert f"in more than one group (counted in each): {THREE_ROWS}" in text
+    assert "sold by 2+ groups" in text
 
 
 async def test_groups_with_one_name_or_over_50_videos_are_refused_before_any_request(
@@ -267,7 +303,7 @@ async def test_a_measure_the_lines_do_not_show_gets_its_own_column(fake_upstream
     for vid, line in price.items():
         units = sum(r["total_video_sale_cnt"] for r in DEMO[vid])
         gmv = sum((d(r["total_video_sale_gmv_amt"]) for r in DEMO[vid]), Decimal(0))
-        assert line.split(" | ")[7] == two(gmv / units)
+        assert line.split(" | ")[8] == two(gmv / units)
     text = text_of(by_rate)
     assert "| its GMV | GMV/1k views; ranked by GMV/1k views" in text
     rates = [t.gmv_per_1k_views for t in parsed(by_rate).product_totals or []]

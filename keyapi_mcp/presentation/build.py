@@ -22,7 +22,7 @@ from keyapi_mcp.presentation.models import (
     VideoProductsResult,
 )
 from keyapi_mcp.presentation.ranking import SortBy, rank_videos
-from keyapi_mcp.presentation.totals import exact, hundredths, money, ratio
+from keyapi_mcp.presentation.totals import exact, hundredths, money, ratio, share_pct
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
@@ -142,12 +142,14 @@ def build_result(
     )
     all_products = [(v.video_id, p) for v in videos for p in v.products]
     top = sorted(all_products, key=lambda vp: (-(vp[1].gmv or 0.0), vp[1].product_id))[:TOP_PRODUCTS]
+    gmv_total = sum((exact(v.gmv) for v in videos), Decimal(0))
+    videos = [v.model_copy(update={"gmv_share_pct": share_pct(exact(v.gmv), gmv_total)}) for v in videos]
     summary = Summary(
         videos=len(videos),
         products=len(all_products),
         distinct_products=len({p.product_id for _, p in all_products}),
         units_sold=sum(v.units_sold for v in videos),
-        gmv=money(sum((exact(v.gmv) for v in videos), Decimal(0))),
+        gmv=money(gmv_total),
         top_products=[
             TopProduct(product_id=p.product_id, video_id=vid, units_sold=p.units_sold, gmv=p.gmv) for vid, p in top
         ],

@@ -1,5 +1,5 @@
 """Groups of videos compared (compare_video_groups): their union fetched once, then per group its totals,
-per-video averages and top products, the differences from the first group, and the products they share.
+per-video averages and top products, the differences between each pair of groups, and the products they share.
 
 Pure functions over the union's result (`presentation.build.build_result`): no I/O, no MCP.
 """
@@ -46,7 +46,10 @@ def build_comparison(
         not_found=result.not_found,
         videos=len(member),
         groups=[group_stats(t, top=top, by=by) for t in tallies],
-        differences=[d for other in tallies[1:] for d in differences(tallies[0], other)],
+        # every pair, the later group against the earlier one (with 2 groups: the second against the first)
+        differences=[
+            d for i, base in enumerate(tallies) for other in tallies[i + 1 :] for d in differences(base, other)
+        ],
         shared_products=shared_products(videos, {name: ids for name, ids in groups}),
         overlap=[vid for vid, n in member.items() if n > 1],
         credits=result.credits,

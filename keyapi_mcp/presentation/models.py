@@ -32,6 +32,9 @@ class VideoOut(BaseModel):
     engagement_rate: float | None = Field(description="(likes+comments+shares+favorites)/views; null when 0 views.")
     units_sold: int = Field(description="Sum over this video's products.")
     gmv: float = Field(description="Sum over this video's products, exact to the cent.")
+    gmv_share_pct: float | None = Field(
+        default=None, description="THIS VIDEO's share of the answer's total GMV (all its videos) in %."
+    )
     gmv_per_1k_views: float | None = Field(default=None, description="gmv × 1000 / views; null when 0 views.")
     units_per_1k_views: float | None = Field(default=None, description="units_sold × 1000 / views.")
     avg_price: float | None = Field(default=None, description="gmv / units_sold; null when 0 units.")
@@ -162,7 +165,7 @@ class GroupStats(BaseModel):
 
 class GroupDifference(BaseModel):
     group: str
-    baseline: str = Field(description="The first group: every other group is compared with it.")
+    baseline: str = Field(description="The group it is compared with (listed earlier in `groups`).")
     measure: str
     difference: float | None = Field(description="group minus baseline.")
     pct: float | None = Field(description="The difference in % of the baseline's value; null when that is 0.")

@@ -68,8 +68,8 @@ def _eng(v: VideoOut) -> str:
 def _video_head(v: VideoOut, by: str = "gmv", pending: frozenset[str] = frozenset()) -> str:
     views = number(v.views) if by == "views" else _compact(v.views)
     head = (
-        f"{v.video_id} | {views} | {_eng(v)} | {v.units_sold} | {number(v.gmv)} | {number(v.gmv_per_1k_views)} | "
-        f"{number(v.units_per_1k_views)}"
+        f"{v.video_id} | {views} | {_eng(v)} | {v.units_sold} | {number(v.gmv)} | {number(v.gmv_share_pct)} | "
+        f"{number(v.gmv_per_1k_views)} | {number(v.units_per_1k_views)}"
     )
     if by == "avg_price":
         head += f" | {number(v.avg_price)}"
@@ -86,7 +86,10 @@ def _video_head(v: VideoOut, by: str = "gmv", pending: frozenset[str] = frozense
 def _video_header(by: str, complete: bool = True) -> str:
     extra = " | avg price" if by == "avg_price" else ""
     marks = "cached" if complete else "cached, PARTIAL"
-    return f"video | views | eng% | units | GMV | GMV/1k views | units/1k views{extra} | region created ({marks})"
+    return (
+        f"video | views | eng% | units | GMV | % of all GMV | GMV/1k views | units/1k views{extra} | "
+        f"region created ({marks})"
+    )
 
 
 def _ranked_by(result: VideoProductsResult) -> str:

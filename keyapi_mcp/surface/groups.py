@@ -2,7 +2,7 @@
 
 The groups' videos are fetched as one set (one page walk over their union, so the cost is the union's, not
 the sum of the groups'), then `presentation.compare` states each group's totals, per-video averages and top
-products, the differences from the first group, and the products several groups sell: the figures a model
+products, the differences between each pair of groups, and the products several groups sell: the figures a model
 would otherwise add up and divide itself.
 """
 
@@ -58,8 +58,8 @@ Groups = Annotated[
         min_length=2,
         max_length=MAX_GROUPS,
         description=f"2-{MAX_GROUPS} named groups with distinct names; together at most {MAX_VIDEO_IDS} distinct "
-        "videos. A video may be in several groups (it counts in each). The first group is the baseline of the "
-        "differences.",
+        "videos. A video may be in several groups (it counts in each). Differences are stated for every pair, "
+        "the later group against the earlier one.",
     ),
 ]
 GroupTop = Annotated[int, Field(ge=1, le=20, description="Top products listed per group (default 3).")]
@@ -121,7 +121,7 @@ Compare named groups of TikTok videos (creators, campaigns, weeks) by units and 
 
 Fetches the groups' videos as one set (the cost is that of their union; cached videos are free), then states \
 per group: videos, units, GMV, GMV and units per video, GMV and units per 1k views, top products; each \
-group's differences from the first group, absolute and in %; the products several groups sell. Quote these \
+pair of groups' differences, absolute and in %; the products several groups sell. Quote these \
 figures instead of computing them.
 
 Cost: {describe_cost(settings)} An answer marked PARTIAL covers only what was fetched and names the call \
