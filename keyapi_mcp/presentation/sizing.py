@@ -21,6 +21,7 @@ import unicodedata
 from dataclasses import replace
 
 from keyapi_mcp.presentation.models import VideoProductsResult
+from keyapi_mcp.presentation.ranking import LABELS, PRODUCT_IN_VIDEO
 from keyapi_mcp.presentation.render import TextView, render_text
 
 # A piece: one run of digits, of ASCII letters or of other characters, or one other ASCII character; each with
@@ -113,8 +114,8 @@ def _shares(counts: list[int], budget: int) -> list[int]:
 def cap_structured(result: VideoProductsResult, max_products: int, *, cache_ttl: int) -> VideoProductsResult:
     """`result` with its structured lists of products bounded (0 = no bound), saying what it leaves out.
 
-    The videos' product lists together keep at most `max_products` rows, the highest GMV of each video (they
-    are sorted by GMV), and `product_totals` its first `max_products` products by GMV. Every total (per video,
+    The videos' product lists together keep at most `max_products` rows, the first of each video's list (by
+    GMV, or by `sort_by`), and `product_totals` its first `max_products` products in their order. Every total (per video,
     summary, by region and day) is computed before, over every row, and stays as it is. The warning names
     where the rest is: the cache holds every row fetched, readable per video for free.
     """
@@ -125,6 +126,8 @@ def cap_structured(result: VideoProductsResult, max_products: int, *, cache_ttl:
     if sum(counts) <= max_products and (totals is None or len(totals) <= max_products):
         return result
     notes = []
+    sort_by = result.sort_by or "gmv"
+    by = LABELS[sort_by] if sort_by in PRODUCT_IN_VIDEO else "GMV"  # the order a video's products are in
     videos = result.videos
     if sum(counts) > max_products:
         shares = _shares(counts, max_products)
@@ -141,11 +144,11 @@ def cap_structured(result: VideoProductsResult, max_products: int, *, cache_ttl:
             else "the cache is off (KEYAPI_CACHE_TTL_SECONDS=0), so ask for fewer videos to see more rows"
         )
         notes.append(
-            f"the structured result lists {sum(shares)} of {sum(counts)} product rows (the highest GMV of each "
-            f"video; at most {max_products}, KEYAPI_MAX_STRUCTURED_PRODUCTS): {named}; {where}"
+            f"the structured result lists {sum(shares)} of {sum(counts)} product rows (the first of each video's "
+            f"list, by {by}; at most {max_products}, KEYAPI_MAX_STRUCTURED_PRODUCTS): {named}; {where}"
         )
     if totals is not None and len(totals) > max_products:
-        notes.append(f"product_totals lists the first {max_products} of {len(totals)} products by GMV")
+        notes.append(f"product_totals lists the first {max_products} of {len(totals)} products by {LABELS[sort_by]}")
     notes.append("every unit, GMV and count of the answer is over all rows")
     return result.model_copy(
         update={
