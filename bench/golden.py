@@ -299,12 +299,14 @@ def questions(data: Dataset, creators: dict[str, list[str]]) -> list[Question]:
     # 1. totals of a 20-video set
     qs.append(
         Question(
-            f"How much did these {len(ab)} videos sell in total?",
+            f"How much did these {len(ab)} videos sell in total, and on average per video?",
             [("get_video_products", {"video_ids": ab})],
             [
                 Figure("total units", raw.units(ab), near=("units",)),
                 _money("total GMV", raw.gmv(ab), near=("GMV",)),
                 Figure("videos with products", len(raw.with_products(ab)), near=("videos",)),
+                _money("average GMV per video asked", raw.gmv(ab) / len(ab), near=("avg", "GMV")),
+                Figure("average units per video asked", Decimal(raw.units(ab)) / len(ab), 2, near=("avg", "units")),
             ],
         )
     )
@@ -466,10 +468,11 @@ def questions(data: Dataset, creators: dict[str, list[str]]) -> list[Question]:
     regions = raw.regions(every)
     qs.append(
         Question(
-            f"Over all {len(every)} videos, how do GMV and units split by region?",
+            f"Over all {len(every)} videos, how do GMV and units split by region, and what share of GMV is each?",
             [("get_video_products", {"video_ids": every, "group_by": "product", "top": 1})],
             [_money(f"{r} GMV", g, near=(r,)) for r, (_, g) in regions.items()]
-            + [Figure(f"{r} units", u, near=(r,)) for r, (u, _) in regions.items()],
+            + [Figure(f"{r} units", u, near=(r,)) for r, (u, _) in regions.items()]
+            + [Figure(f"{r} % of all GMV", g * 100 / raw.gmv(every), 2, near=(r,)) for r, (_, g) in regions.items()],
         )
     )
     # 10. average selling price across videos (GMV / units per product)

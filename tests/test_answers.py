@@ -171,7 +171,9 @@ async def test_groups_are_fetched_as_one_set_and_compared_with_exact_differences
     assert again.structured_content and again.structured_content["credits"]["spent"] == 0  # cached
 
 
-async def test_each_video_line_states_its_share_of_all_gmv(fake_upstream: FakeUpstreamServer) -> None:
+async def test_each_video_line_states_its_share_of_all_gmv_and_the_head_the_average_per_video(
+    fake_upstream: FakeUpstreamServer,
+) -> None:
     async with connect(make_settings(fake_upstream.url)) as client:
         answer = await client.call_tool(TOOL, {"video_ids": ALL, "top": 1})
     gmv = {v: sum((d(r["total_video_sale_gmv_amt"]) for r in DEMO[v]), Decimal(0)) for v in ALL if DEMO[v]}
@@ -179,6 +181,11 @@ async def test_each_video_line_states_its_share_of_all_gmv(fake_upstream: FakeUp
     lines = video_lines(text_of(answer))
 
     assert "| GMV | % of all GMV |" in text_of(answer)
+    asked, units = len(ALL), sum(r["total_video_sale_cnt"] for v in ALL for r in DEMO[v])
+    assert (
+        f"; avg per video asked ({asked}, {asked - len(gmv)} without products): units "
+        f"{two(Decimal(units) / asked)}, GMV {two(total / asked)}" in text_of(answer)
+    )
     assert {vid: line.split(" | ")[5] for vid, line in lines.items()} == {
         v: two(g * 100 / total) for v, g in gmv.items()
     }
@@ -252,7 +259,7 @@ async def test_a_partial_answer_says_what_its_totals_cover_and_what_is_pending(
     assert all(line.endswith(" PARTIAL") for line in video_lines(text_of(per_video)).values())
     text = text_of(per_product)
     assert text.startswith("PARTIAL: ")
-    assert "its GMV (PARTIAL)" in text and "region | videos | units | GMV (PARTIAL)" in text
+    assert "its GMV (PARTIAL)" in text and "region | videos | units | GMV | % of all GMV (PARTIAL)" in text
     assert text_of(compared).startswith("PARTIAL: ") and "units/1k views (PARTIAL)" in text_of(compared)
     assert "then call compare_video_groups again" in text_of(compared)
 

@@ -66,6 +66,7 @@ class GroupTotal(BaseModel):
     videos: int
     units_sold: int
     gmv: float = Field(description="Exact to the cent: summed in cents from the product rows.")
+    gmv_share_pct: float | None = Field(default=None, description="Its share of the answer's total GMV in %.")
 
 
 class ProductSplit(BaseModel):

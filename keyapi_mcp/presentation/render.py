@@ -12,12 +12,20 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from keyapi_mcp.core.text import quote_untrusted, safe_token
-from keyapi_mcp.presentation.models import Credits, CreditUsage, ProductTotal, VideoOut, VideoProductsResult
+from keyapi_mcp.presentation.models import (
+    Credits,
+    CreditUsage,
+    GroupTotal,
+    ProductTotal,
+    VideoOut,
+    VideoProductsResult,
+)
 from keyapi_mcp.presentation.ranking import LABELS, PRODUCT_IN_VIDEO
 from keyapi_mcp.presentation.totals import exact, interactions, money, ratio
 
 MAX_CALLER_SHOWN = 200  # surface.caller keeps keys shorter; a longer one is quoted, not trusted
 TENTH = Decimal("0.1")
+CENT = Decimal("0.01")
 DEMO_BANNER = "DEMO DATA: bundled sample (1 real documented example + synthetic videos), not live KeyAPI data."
 
 
@@ -121,10 +129,18 @@ def _video_details(v: VideoOut, view: TextView) -> list[str]:
 
 def _head_line(result: VideoProductsResult) -> str:
     s = result.summary
-    return (
+    head = (
         f"{plural(s.videos, 'video')}, {plural(s.products, 'product')}; units {s.units_sold}; GMV {number(s.gmv)} "
         "(currency not stated upstream)"
     )
+    asked = result.videos_asked
+    if result.complete and asked:  # an average over a partial set would change: none is printed then
+        gmv = money(exact(s.gmv) / asked)
+        units = number(float((Decimal(s.units_sold) / asked).quantize(CENT, rounding=ROUND_HALF_EVEN)))
+        head += (
+            f"; avg per video asked ({asked}, {asked - s.videos} without products): units {units}, GMV {number(gmv)}"
+        )
+    return head
 
 
 def partial_line(pending_ids: Sequence[str], asked: int | None, partial_rows: int) -> str:
@@ -252,6 +268,10 @@ _TOTAL_EXTRA = {  # group_by="product": the column the measure adds when it is n
 }
 
 
+def _group_line(g: GroupTotal) -> str:
+    return f"{g.key} | {g.videos} | {g.units_sold} | {number(g.gmv)} | {number(g.gmv_share_pct)}"
+
+
 def _split_line(t: ProductTotal) -> str:
     return "  " + "; ".join(
         f"{p.video_id} {p.units_sold} ({number(p.units_share_pct)}%) {number(p.gmv)} ({number(p.gmv_share_pct)}%)"
@@ -293,11 +313,11 @@ def _render_products(result: VideoProductsResult, view: TextView) -> str:
         if view.splits and t.videos > 1:
             lines.append(_split_line(t))
     if s.by_region:
-        lines.append(f"region | videos | units | GMV{tag}")
-        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {number(g.gmv)}" for g in s.by_region)
+        lines.append(f"region | videos | units | GMV | % of all GMV{tag}")
+        lines.extend(_group_line(g) for g in s.by_region)
     if s.by_day:
-        lines.append(f"day (created, UTC) | videos | units | GMV{tag}")
-        lines.extend(f"{g.key} | {g.videos} | {g.units_sold} | {number(g.gmv)}" for g in s.by_day)
+        lines.append(f"day (created, UTC) | videos | units | GMV | % of all GMV{tag}")
+        lines.extend(_group_line(g) for g in s.by_day)
     if result.videos:
         order = f"; ranked by {LABELS[by]}" if by != "gmv" else ""
         lines.append(_video_header(by, result.complete) + order)

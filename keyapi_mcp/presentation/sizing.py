@@ -115,9 +115,9 @@ def cap_structured(result: VideoProductsResult, max_products: int, *, cache_ttl:
     """`result` with its structured lists of products bounded (0 = no bound), saying what it leaves out.
 
     The videos' product lists together keep at most `max_products` rows, the first of each video's list (by
-    GMV, or by `sort_by`), and `product_totals` its first `max_products` products in their order. Every total (per video,
-    summary, by region and day) is computed before, over every row, and stays as it is. The warning names
-    where the rest is: the cache holds every row fetched, readable per video for free.
+    GMV, or by `sort_by`), and `product_totals` its first `max_products` products in their order. Every total
+    (per video, summary, by region and day) is computed before, over every row, and stays as it is. The
+    warning names where the rest is: the cache holds every row fetched, readable per video for free.
     """
     if max_products <= 0:
         return result

@@ -164,8 +164,11 @@ def _group(videos: Iterable[VideoOut], key: Callable[[VideoOut], str]) -> dict[s
 
 
 def _totals(groups: dict[str, _Tally], order: Callable[[tuple[str, _Tally]], object]) -> list[GroupTotal]:
+    total = sum((t.gmv for t in groups.values()), Decimal(0))
     return [
-        GroupTotal(key=k, videos=len(t.videos), units_sold=t.units, gmv=money(t.gmv))
+        GroupTotal(
+            key=k, videos=len(t.videos), units_sold=t.units, gmv=money(t.gmv), gmv_share_pct=share_pct(t.gmv, total)
+        )
         for k, t in sorted(groups.items(), key=order)
     ]
 
