@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 from keyapi_mcp.presentation.models import (
     GroupDifference,
@@ -23,15 +23,7 @@ from keyapi_mcp.presentation.models import (
 from keyapi_mcp.presentation.totals import exact, hundredths, interactions, money, ratio, share_pct
 
 SortBy = Literal["gmv", "units", "views", "gmv_per_1k_views", "units_per_1k_views", "engagement", "avg_price"]
-SORT_BY: tuple[SortBy, ...] = (
-    "gmv",
-    "units",
-    "views",
-    "gmv_per_1k_views",
-    "units_per_1k_views",
-    "engagement",
-    "avg_price",
-)
+SORT_BY: tuple[SortBy, ...] = get_args(SortBy)
 LABELS: dict[str, str] = {
     "gmv": "GMV",
     "units": "units",
