@@ -523,7 +523,7 @@ async def test_the_caller_migration_books_an_existing_ledger_to_the_local_caller
     conn.close()
 
     store = SQLiteStore(path, clock=Clock(T0))
-    assert _applied(path)[-1] == "0003_ledger_caller"
+    assert _applied(path)[-2:] == ["0003_ledger_caller", "0004_consents"]
     assert (await store.usage_for("local")).spent == 1
     with pytest.raises(BudgetExceeded, match="per-user"):
         await store.reserve(ids_count=1, page=1, daily_limit=10, caller="local", user_limit=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import Clock
 
-from keyapi_mcp.core.domain import Attempt, DayUsage, Reservation, query_key
+from keyapi_mcp.core.domain import Attempt, ConsentGrant, DayUsage, Reservation, query_key
 from keyapi_mcp.core.ports import Store
 from keyapi_mcp.errors import BudgetExceeded, DailyLimitReached, UserLimitReached
 from keyapi_mcp.state.redis_store import RedisStore
@@ -362,3 +362,42 @@ async def test_concurrent_reservations_of_several_callers_never_exceed_either_li
     assert len(granted) == 5
     assert max(granted.count(c) for c in callers) <= 3
     assert sum([(await stores[0].usage_for(c)).spent for c in callers]) == 5
+
+
+# -- consent tokens (keyapi_mcp.core.consent) -----------------------------------------------------
+
+
+def _grant(**changes: object) -> ConsentGrant:
+    values: dict[str, object] = {
+        "caller": "alice",
+        "ids_key": "1,22",
+        "page": 1,
+        "credits": 12,
+        "expires_at": NOON + 300,
+    }
+    values.update(changes)
+    return ConsentGrant(**values)  # type: ignore[arg-type]
+
+
+async def test_a_consent_grant_reads_back_as_issued_and_is_used_exactly_once_across_processes(make_store: StoreFactory):
+    clock = Clock(NOON)
+    stores = [make_store(clock) for _ in range(3)]
+    await stores[0].put_consent("digest-1", _grant())
+    assert await stores[1].get_consent("digest-1") == _grant()
+    wins = await asyncio.gather(*(store.use_consent("digest-1") for store in stores for _ in range(4)))
+    assert sorted(wins) == [False] * 11 + [True]
+    assert await stores[2].get_consent("digest-1") == _grant(used=True)
+    assert not await stores[0].use_consent("digest-1")
+
+
+async def test_an_unknown_or_expired_consent_grant_is_absent_and_cannot_be_used(make_store: StoreFactory):
+    clock = Clock(NOON)
+    store = make_store(clock)
+    assert await store.get_consent("never-issued") is None
+    assert not await store.use_consent("never-issued")
+    await store.put_consent("digest-2", _grant(expires_at=NOON + 10))
+    clock.now = NOON + 9
+    assert await store.get_consent("digest-2") == _grant(expires_at=NOON + 10)
+    clock.now = NOON + 10
+    assert await store.get_consent("digest-2") is None
+    assert not await store.use_consent("digest-2")

@@ -59,6 +59,18 @@ class CachedPage:
 
 
 @dataclass(frozen=True)
+class ConsentGrant:
+    """A user's yes to one call's quote, kept under its token's digest until used or expired (core/consent)."""
+
+    caller: str
+    ids_key: str  # query_key of the call's ids
+    page: int
+    credits: int  # the most the call may spend with it
+    expires_at: float
+    used: bool = False
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     at: float
     page: int | None
@@ -109,6 +121,9 @@ class FetchOutcome:
     cached_videos: int = 0
     warnings: list[str] = field(default_factory=list)
     usage: DayUsage | None = None  # today's figures after the call; None when the ledger could not be read
+    caller_usage: DayUsage | None = None  # the caller's own figures after the call, with a per-user limit
+    answered_at: float = 0.0  # when the answer was put together (how old each video's data is)
+    account_exhausted: bool = False  # the upstream answered 402 (no credits left on the account) during the call
 
     @property
     def complete(self) -> bool:

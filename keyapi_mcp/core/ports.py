@@ -8,7 +8,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from keyapi_mcp.core.domain import LOCAL_CALLER, Attempt, CachedPage, CachedVideo, DayUsage, LedgerEntry, Reservation
+from keyapi_mcp.core.domain import (
+    LOCAL_CALLER,
+    Attempt,
+    CachedPage,
+    CachedVideo,
+    ConsentGrant,
+    DayUsage,
+    LedgerEntry,
+    Reservation,
+)
 
 
 class Store(Protocol):
@@ -39,6 +48,11 @@ class Store(Protocol):
     async def claim(self, video_ids: Sequence[str]) -> set[str]: ...
     async def release(self, video_ids: Iterable[str]) -> None: ...
     async def wait_released(self, video_ids: Sequence[str]) -> None: ...
+    # Confirmation tokens of large spends (keyapi_mcp.core.consent), keyed by the token's digest: `use_consent`
+    # marks an unexpired, unused grant used and is True for exactly one caller, across processes sharing the store.
+    async def put_consent(self, digest: str, grant: ConsentGrant) -> None: ...
+    async def get_consent(self, digest: str) -> ConsentGrant | None: ...  # None when unknown or expired
+    async def use_consent(self, digest: str) -> bool: ...
 
 
 class CreditGate(Protocol):

@@ -49,6 +49,7 @@ from keyapi_mcp.core.domain import (
     CachedPage,
     CachedVideo,
     Clock,
+    ConsentGrant,
     DayUsage,
     LedgerEntry,
     Reservation,
@@ -188,6 +189,16 @@ return n
 """
 
 
+# KEYS: consent hash.  ARGV: now.  Marks an unexpired, unused token used; 1 for exactly one caller.
+_USE_CONSENT = """
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '0')
+if expires <= tonumber(ARGV[1]) then
+  return 0
+end
+return redis.call('HSETNX', KEYS[1], 'used_at', ARGV[1])
+"""
+
+
 def redact_url(url: str) -> str:
     """The URL without its password (and user): safe for logs, errors and `description`."""
     try:
@@ -240,6 +251,7 @@ class RedisStore:
         self._prune = redis.register_script(_PRUNE)
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
+        self._use_consent = redis.register_script(_USE_CONSENT)
 
     @classmethod
     def from_url(
@@ -502,6 +514,44 @@ class RedisStore:
         for index in (self._key("videos"), self._key("pages")):
             while int(await self._call(self._prune(keys=[index], args=[repr(since), PRUNE_BATCH]))) >= PRUNE_BATCH:
                 pass
+
+    # -- consent tokens (keyapi_mcp.core.consent) ------------------------------------------------
+
+    async def put_consent(self, digest: str, grant: ConsentGrant) -> None:
+        key = self._key("consent", digest)
+        # Native expiry only cleans up (a minute after the grant's end); validity is checked against
+        # `expires_at` with the store's clock, as for the cache.
+        ttl = _ttl_ms(grant.expires_at - self._clock() + 60, 0)
+        fields = {
+            "caller": grant.caller,
+            "ids_key": grant.ids_key,
+            "page": grant.page,
+            "credits": grant.credits,
+            "expires_at": repr(grant.expires_at),
+        }
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping=fields)
+        pipe.pexpire(key, ttl)
+        await self._call(pipe.execute())
+
+    async def get_consent(self, digest: str) -> ConsentGrant | None:
+        raw = await self._call(self._redis.hgetall(self._key("consent", digest)))
+        if not raw or float(raw.get("expires_at", 0)) <= self._clock():
+            return None
+        return ConsentGrant(
+            caller=raw["caller"],
+            ids_key=raw["ids_key"],
+            page=int(raw["page"]),
+            credits=int(raw["credits"]),
+            expires_at=float(raw["expires_at"]),
+            used="used_at" in raw,
+        )
+
+    async def use_consent(self, digest: str) -> bool:
+        # One script: Redis runs it alone, so of replicas racing with one token exactly one marks it used.
+        used = await self._call(self._use_consent(keys=[self._key("consent", digest)], args=[repr(self._clock())]))
+        return bool(int(used) == 1)
 
     # -- single-flight across replicas ----------------------------------------------------------
 

@@ -45,6 +45,7 @@ from keyapi_mcp.core.domain import (
     CachedPage,
     CachedVideo,
     Clock,
+    ConsentGrant,
     DayUsage,
     LedgerEntry,
     Reservation,
@@ -113,6 +114,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         ALTER TABLE ledger ADD COLUMN caller TEXT NOT NULL DEFAULT 'local';
         CREATE INDEX ledger_day_caller ON ledger(day, caller, charged);
+        """,
+    ),
+    (
+        # Confirmation tokens of large spends (keyapi_mcp.core.consent), keyed by the token's SHA-256.
+        "0004_consents",
+        """
+        CREATE TABLE consents (digest TEXT PRIMARY KEY, caller TEXT NOT NULL, ids_key TEXT NOT NULL,
+            page INTEGER NOT NULL, credits INTEGER NOT NULL, expires_at REAL NOT NULL, used_at REAL);
+        CREATE INDEX consents_expires_at ON consents(expires_at);
         """,
     ),
 ]
@@ -428,8 +438,26 @@ class SQLiteStore:
             conn.execute("DELETE FROM pages WHERE fetched_at <= ?", (since,))
             conn.execute("DELETE FROM ledger WHERE day < ?", (old_day,))
             conn.execute("DELETE FROM savings WHERE day < ?", (old_day,))
+            conn.execute("DELETE FROM consents WHERE expires_at <= ?", (now,))
 
         await self._run(txn, txn=True)
+
+    # -- consent tokens ------------------------------------------------------------------------
+
+    async def put_consent(self, digest: str, grant: ConsentGrant) -> None:
+        row = (digest, grant.caller, grant.ids_key, grant.page, grant.credits, grant.expires_at)
+        self._run(lambda conn: conn.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?, ?, ?, ?, NULL)", row))
+
+    async def get_consent(self, digest: str) -> ConsentGrant | None:
+        sql = "SELECT caller, ids_key, page, credits, expires_at, used_at FROM consents WHERE digest=? AND expires_at>?"
+        row = self._run(lambda conn: conn.execute(sql, (digest, self._clock())).fetchone())
+        return None if row is None else ConsentGrant(*row[:5], used=row[5] is not None)
+
+    async def use_consent(self, digest: str) -> bool:
+        # One conditional UPDATE under SQLite's write lock: of concurrent users (any process), one changes the row.
+        now = self._clock()
+        sql = "UPDATE consents SET used_at = ? WHERE digest = ? AND used_at IS NULL AND expires_at > ?"
+        return bool(self._run(lambda conn: conn.execute(sql, (now, digest, now)).rowcount) == 1)
 
     # -- single-flight -------------------------------------------------------------------------
 
