@@ -23,6 +23,7 @@ DEFAULT_BASE_URL = "https://api.keyapi.ai"
 DEFAULT_OAUTH_SCOPES = ("keyapi:read",)
 DEFAULT_OAUTH_JWKS_TTL_SECONDS = 3600
 MIN_OUTPUT_TOKENS = 2_000
+MIN_STATE_KEY_CHARS = 32  # the SDK's request-state codec wants a secret of at least 32 bytes
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -58,6 +59,12 @@ class Settings(BaseSettings):
     # Each caller's own daily limit (keyapi_mcp.caller), checked together with the daily one; 0 = none.
     user_daily_credit_limit: int = Field(default=0, ge=0)
     cache_ttl_seconds: int = Field(default=21_600, ge=0)
+    # Consent before a large spend (keyapi_mcp.core.consent): a call that may spend more than this asks the user
+    # first (elicitation, else a confirmation token); 0 = never ask. Unset, it is KEYAPI_MAX_CREDITS_PER_CALL: a
+    # call within the per-call cap spends as it always did (no deployment, bundle setting or benchmark changes
+    # behaviour), and one that asks for more with max_credits is quoted and asked instead of stopping at the cap.
+    confirm_above_credits: int | None = Field(default=None, ge=0, le=100_000)
+    max_credits_with_consent: int = Field(default=25, ge=0, le=100_000)
     # Estimated tokens of a get_video_products text answer (see keyapi_mcp.sizing); 0 = no budget.
     max_output_tokens: int = Field(default=8_000, ge=0, le=1_000_000)
     # Product entries in each list of a get_video_products structured result (keyapi_mcp.sizing); 0 = no cap.
@@ -86,14 +93,24 @@ class Settings(BaseSettings):
     mcp_read_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     mcp_max_connections: int = Field(default=256, ge=1, le=100_000)
     mcp_shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
+    # Seals the state of the 2026-07-28 input-required round trip (a user's answer to a spend question) so any
+    # replica can resume it; unset, each process seals with a key of its own (enough for one process).
+    mcp_request_state_key: SecretStr | None = None
 
-    @field_validator("api_key", "mcp_auth_token", "mcp_metrics_token", mode="before")
+    @field_validator("api_key", "mcp_auth_token", "mcp_metrics_token", "mcp_request_state_key", mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: object) -> object:
         # An empty `KEYAPI_API_KEY=` in a config file means "not set", not "the empty key".
         if isinstance(value, str) and not value.strip():
             return None
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("mcp_request_state_key")
+    @classmethod
+    def _long_enough_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_STATE_KEY_CHARS:
+            raise ValueError(f"must be at least {MIN_STATE_KEY_CHARS} characters (e.g. openssl rand -hex 32)")
+        return value
 
     @field_validator("mcp_metrics")
     @classmethod
@@ -190,7 +207,13 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> tuple[str, ...]:
         """The secrets this process holds, for the log redaction (`keyapi_mcp.logsafety`)."""
-        return tuple(s.get_secret_value() for s in (self.api_key, self.mcp_auth_token) if s is not None)
+        secrets = (self.api_key, self.mcp_auth_token, self.mcp_request_state_key)
+        return tuple(s.get_secret_value() for s in secrets if s is not None)
+
+    @property
+    def confirm_above(self) -> int:
+        """KEYAPI_CONFIRM_ABOVE_CREDITS as it applies: unset means the per-call cap."""
+        return self.max_credits_per_call if self.confirm_above_credits is None else self.confirm_above_credits
 
     @property
     def has_api_key(self) -> bool:

@@ -91,6 +91,24 @@ class UserLimitReached(BudgetExceeded):
     limit = "user"
 
 
+class ConfirmationRequired(KeyAPIError):
+    """A call above KEYAPI_CONFIRM_ABOVE_CREDITS from a client that cannot be asked: the quote and a token."""
+
+    code = "confirmation_required"
+
+
+class ConfirmationInvalid(KeyAPIError):
+    """A `confirm` token that is unknown, expired, used, another caller's, or for another call or a smaller spend."""
+
+    code = "confirmation_invalid"
+
+
+class SpendDeclined(KeyAPIError):
+    """The user said no (or dismissed the question) to a quoted spend: nothing was requested."""
+
+    code = "declined"
+
+
 class RateLimited(KeyAPIError):
     code = "rate_limited"
 

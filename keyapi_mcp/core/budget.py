@@ -32,23 +32,70 @@ def cap_sized_from_ids(settings: Settings) -> bool:
 
 @dataclass(frozen=True)
 class CallLimits:
-    """The operator's limits, as one value: per call, per UTC day, and per user per day (0 = none). With
-    `sized`, `per_call` is the floor of a cap that grows with the ids asked (`sized_cap`)."""
+    """The operator's limits, as one value: per call, per UTC day, per user per day (0 = none), and consent.
+
+    With `sized`, `per_call` is the floor of a cap that grows with the ids asked (`sized_cap`): `base_cap`.
+    `confirm_above` (KEYAPI_CONFIRM_ABOVE_CREDITS; None = the call's own base cap, 0 = off) is what a call may
+    spend without the user's consent; with it, a call may spend up to `with_consent`
+    (KEYAPI_MAX_CREDITS_WITH_CONSENT, never below the base cap). The daily and per-user limits hold whatever
+    the user agrees to.
+    """
 
     per_call: int
     daily: int
     per_user: int = 0
     sized: bool = False
+    confirm_above: int | None = None
+    with_consent: int = 0
 
-    def cap_for(self, max_credits: int | None, ids_asked: int = 0) -> tuple[int, str]:
-        """This call's cap and where it comes from: a lower `max_credits` narrows it, never widens it."""
-        cap, source = self.per_call, f"KEYAPI_MAX_CREDITS_PER_CALL={self.per_call}"
-        if self.sized:
-            cap = sized_cap(ids_asked, self.per_call)
-            source = f"{cap}, the default for {ids_asked} video id(s); KEYAPI_MAX_CREDITS_PER_CALL is not set"
-        if max_credits is not None and max_credits < cap:
+    @property
+    def consent_enabled(self) -> bool:
+        return self.confirm_above != 0
+
+    def base_cap(self, ids_asked: int) -> int:
+        """The per-call cap without consent or `max_credits`: KEYAPI_MAX_CREDITS_PER_CALL, or sized from the ids."""
+        return sized_cap(ids_asked, self.per_call) if self.sized else self.per_call
+
+    def free_cap(self, ids_asked: int) -> int:
+        """The most a call may spend without asking."""
+        base = self.base_cap(ids_asked)
+        return base if self.confirm_above is None or not self.consent_enabled else min(base, self.confirm_above)
+
+    def ceiling(self, ids_asked: int) -> int:
+        """The most a call may spend at all: with consent, the consent ceiling; else its base cap."""
+        base = self.base_cap(ids_asked)
+        return max(base, self.with_consent) if self.consent_enabled else base
+
+    def requested(self, max_credits: int | None, ids_asked: int) -> int:
+        """The cap a call asks for: its `max_credits` (default: its base cap), within the ceiling."""
+        wanted = self.base_cap(ids_asked) if max_credits is None else max_credits
+        return min(wanted, self.ceiling(ids_asked))
+
+    def cap_for(self, max_credits: int | None, ids_asked: int = 0, consented: int | None = None) -> tuple[int, str]:
+        """This call's cap and where it comes from. Without consent it never exceeds the free cap."""
+        if consented is not None:
+            return min(consented, self.requested(max_credits, ids_asked)), (
+                f"the user's consent to spend up to {consented} credits"
+            )
+        base, free = self.base_cap(ids_asked), self.free_cap(ids_asked)
+        if max_credits is not None and max_credits < free:
             return max_credits, f"max_credits={max_credits} for this call"
-        return cap, source
+        if free < base:
+            return free, f"KEYAPI_CONFIRM_ABOVE_CREDITS={self.confirm_above}; more needs the user's consent"
+        if self.sized:
+            return base, f"{base}, the default for {ids_asked} video id(s); KEYAPI_MAX_CREDITS_PER_CALL is not set"
+        return base, f"KEYAPI_MAX_CREDITS_PER_CALL={self.per_call}"
+
+    def cap_hint(self, ids_asked: int) -> str:
+        if self.consent_enabled and self.ceiling(ids_asked) > self.free_cap(ids_asked):
+            return (
+                "Continue with the next_page_num the answer gives, or pass a higher max_credits (up to "
+                f"{self.ceiling(ids_asked)}, KEYAPI_MAX_CREDITS_WITH_CONSENT): the server then asks the user first."
+            )
+        return (
+            "Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
+            "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment."
+        )
 
 
 class CallBudget:
@@ -65,6 +112,7 @@ class CallBudget:
         limits: CallLimits,
         *,
         max_credits: int | None = None,
+        consented: int | None = None,
         caller: str = LOCAL_CALLER,
         metrics: Metrics = NO_METRICS,
         ids_asked: int = 0,
@@ -72,7 +120,8 @@ class CallBudget:
         self.store = store
         self.limits = limits
         self.metrics = metrics
-        self.cap, self.cap_source = limits.cap_for(max_credits, ids_asked)
+        self.cap, self.cap_source = limits.cap_for(max_credits, ids_asked, consented)
+        self.ids_asked = ids_asked
         self.caller = caller
         self.reserved = 0  # reservations not released: what this call spent (or may have)
         self.unrecorded = 0  # settlements the store could not write
@@ -86,8 +135,7 @@ class CallBudget:
             if self.reserved >= self.cap:
                 raise CallCapReached(
                     f"The per-call credit cap is reached: {self.reserved} of {self.cap} credits ({self.cap_source}).",
-                    hint="Pass a higher max_credits (up to KEYAPI_MAX_CREDITS_PER_CALL) or raise "
-                    "KEYAPI_MAX_CREDITS_PER_CALL in the server's environment.",
+                    hint=self.limits.cap_hint(self.ids_asked),
                 )
             reservation = await self.store.reserve(
                 ids_count=ids_count,

@@ -11,7 +11,9 @@ This is the domain core of `get_video_products`, with no MCP in it. Rules it kee
 - Concurrent calls that need the same id share one upstream walk (in this process; across replicas
   through the store's claim/release locks, Redis only).
 - Budget: each request reserves a credit first (`keyapi_mcp.core.budget`: per-call cap there, daily and
-  per-user limits in the store).
+  per-user limits in the store). Above KEYAPI_CONFIRM_ABOVE_CREDITS a call spends only what the user
+  consented to (`quote` states the bound first; keyapi_mcp.core.consent).
+- Freshness: a call may accept cached data no older than its `max_age` (0 = fetch now, like `refresh`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyapi_mcp.core.budget import CallBudget, CallLimits
+from keyapi_mcp.core.consent import Quote, make_quote
 from keyapi_mcp.core.domain import (
     LOCAL_CALLER,
     PAGE_SIZE,
@@ -36,7 +39,7 @@ from keyapi_mcp.core.domain import (
 from keyapi_mcp.core.ids import canonical_id, numeric_id
 from keyapi_mcp.core.inflight import InFlight
 from keyapi_mcp.core.ports import Store, Upstream
-from keyapi_mcp.errors import BudgetExceeded, KeyAPIError, MissingApiKey, StateStoreError
+from keyapi_mcp.errors import BudgetExceeded, KeyAPIError, MissingApiKey, OutOfCredits, StateStoreError
 from keyapi_mcp.metrics import NO_METRICS, Metrics
 
 log = logging.getLogger(__name__)
@@ -106,10 +109,37 @@ class ProductsService:
         self.metrics = metrics
         self._inflight = InFlight()
 
-    def budget(self, max_credits: int | None, caller: str = LOCAL_CALLER, ids_asked: int = 0) -> CallBudget:
+    def budget(
+        self, max_credits: int | None, caller: str = LOCAL_CALLER, ids_asked: int = 0, consented: int | None = None
+    ) -> CallBudget:
         return CallBudget(
-            self.store, self.limits, max_credits=max_credits, caller=caller, metrics=self.metrics, ids_asked=ids_asked
+            self.store,
+            self.limits,
+            max_credits=max_credits,
+            consented=consented,
+            caller=caller,
+            metrics=self.metrics,
+            ids_asked=ids_asked,
         )
+
+    def freshness(self, refresh: bool = False, max_age: float | None = None) -> float:
+        """How old cached data this call accepts, in seconds: never older than the cache keeps; 0 = fetch now."""
+        if refresh:
+            return 0.0
+        return float(self.cache_ttl if max_age is None else max(0.0, min(max_age, self.cache_ttl)))
+
+    async def quote(
+        self,
+        video_ids: Sequence[str],
+        *,
+        page_num: int = 1,
+        max_credits: int | None = None,
+        max_age: float | None = None,
+        caller: str = LOCAL_CALLER,
+    ) -> Quote:
+        """What `fetch` with these arguments may spend at most (keyapi_mcp.core.consent); sends nothing."""
+        fresh = self.freshness(max_age=max_age)
+        return await make_quote(self.store, self.limits, video_ids, page_num, max_credits, fresh, caller)
 
     async def fetch(
         self,
@@ -118,16 +148,21 @@ class ProductsService:
         page_num: int = 1,
         max_credits: int | None = None,
         refresh: bool = False,
+        max_age: float | None = None,
+        consented: int | None = None,
         progress: ProgressFn | None = None,
         caller: str = LOCAL_CALLER,
     ) -> FetchOutcome:
         """Answer for `video_ids` (already normalised) at the lowest credit cost the cache allows.
 
         `caller` (keyapi_mcp.surface.caller) is who the credits are booked for; the cache is shared by all callers.
+        `max_age` bounds how old cached data may be (`refresh` = 0). `consented` is the bound the user agreed to
+        (the call's quote); without it the call never spends more than the free cap (KEYAPI_CONFIRM_ABOVE_CREDITS).
         """
         if self.upstream is None:
             raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
-        budget = self.budget(max_credits, caller, len(video_ids))
+        budget = self.budget(max_credits, caller, len(video_ids), consented)
+        fresh = self.freshness(refresh, max_age)
         outcome = FetchOutcome(requested=list(video_ids), videos={}, complete_ids=set())
         pages_done = 0
         pages_from_cache = 0
@@ -140,7 +175,8 @@ class ProductsService:
                 await progress(pages_done, f"page {page}: {rows} rows")
 
         try:
-            await self._fetch_into(outcome, video_ids, page_num, budget, refresh, on_page)
+            bypass = refresh or (max_age is not None and max_age <= 0)
+            await self._fetch_into(outcome, video_ids, page_num, budget, fresh, on_page, bypass=bypass)
         finally:
             outcome.spent = budget.reserved
         if budget.unrecorded:
@@ -159,9 +195,12 @@ class ProductsService:
         try:
             await self.store.add_saved(saved)
             outcome.usage = await self.store.usage_today()
+            if self.limits.per_user:
+                outcome.caller_usage = await self.store.usage_for(caller)
         except StateStoreError as exc:
             outcome.usage = None
             outcome.warnings.append(f"today's credit usage could not be read: {exc.message}")
+        outcome.answered_at = self.store.now()
         self.metrics.cache_videos(outcome.cached_videos, len(outcome.videos) - outcome.cached_videos)
         return outcome
 
@@ -198,10 +237,12 @@ class ProductsService:
         video_ids: Sequence[str],
         page_num: int,
         budget: CallBudget,
-        refresh: bool,
+        max_age: float,
         on_page: PageFn,
+        *,
+        bypass: bool,
     ) -> None:
-        cached = {} if refresh else await self.store.get_videos(video_ids, self.cache_ttl)
+        cached = {} if bypass else await self.store.get_videos(video_ids, max_age)
         if page_num > 1:
             if len(cached) == len(set(video_ids)):
                 # Every id of the continued query is complete in the cache by now: the whole answer is free.
@@ -209,7 +250,7 @@ class ProductsService:
                 return
             # A continuation walks exactly the query it names (never a further reduced id set, which
             # would make `page_num` point into a different result list), whatever the cache holds now.
-            walk = await self._walk(canonical_ids(video_ids), page_num, budget, refresh, on_page, outcome)
+            walk = await self._walk(canonical_ids(video_ids), page_num, budget, max_age, on_page, outcome)
             await self._absorb(walk, outcome, start_page=page_num)
             return
 
@@ -219,7 +260,7 @@ class ProductsService:
             if not pending or outcome.next_page_num is not None:
                 break
             try:
-                pending = await self._fetch_round(pending, budget, refresh, outcome, on_page)
+                pending = await self._fetch_round(pending, budget, max_age, outcome, on_page)
             except BudgetExceeded as exc:
                 pending = [v for v in pending if v not in outcome.videos]
                 if not outcome.videos:
@@ -250,7 +291,7 @@ class ProductsService:
         self,
         pending: list[str],
         budget: CallBudget,
-        refresh: bool,
+        max_age: float,
         outcome: FetchOutcome,
         on_page: PageFn,
     ) -> list[str]:
@@ -259,7 +300,7 @@ class ProductsService:
         elsewhere: list[str] = []
         with self._inflight.claim(pending, outcome.complete_data) as (mine, theirs):
             try:
-                elsewhere = await self._walk_claimed(mine, budget, refresh, outcome, on_page)
+                elsewhere = await self._walk_claimed(mine, budget, max_age, outcome, on_page)
             except KeyAPIError as exc:
                 error = exc  # raised after collecting what the other calls fetched for us (free)
         for vid, data in (await InFlight.shared(theirs)).items():
@@ -269,7 +310,7 @@ class ProductsService:
         return [v for v in [*theirs, *elsewhere] if v not in outcome.videos]
 
     async def _walk_claimed(
-        self, mine: list[str], budget: CallBudget, refresh: bool, outcome: FetchOutcome, on_page: PageFn
+        self, mine: list[str], budget: CallBudget, max_age: float, outcome: FetchOutcome, on_page: PageFn
     ) -> list[str]:
         """Walk the ids this call claimed that no other process holds (the store's locks); wait for the ones
         another process holds and take its result. Returns those."""
@@ -279,31 +320,32 @@ class ProductsService:
         elsewhere = [v for v in mine if v not in held]
         try:
             if held:
-                walk = await self._walk(canonical_ids(held), 1, budget, refresh, on_page, outcome)
+                walk = await self._walk(canonical_ids(held), 1, budget, max_age, on_page, outcome)
                 await self._absorb(walk, outcome, start_page=1)
         finally:
             await self.store.release(held)
         if elsewhere:
-            await self._await_elsewhere(elsewhere, refresh, outcome)
+            await self._await_elsewhere(elsewhere, max_age, outcome)
         return elsewhere
 
-    async def _await_elsewhere(self, ids: list[str], refresh: bool, outcome: FetchOutcome) -> None:
+    async def _await_elsewhere(self, ids: list[str], max_age: float, outcome: FetchOutcome) -> None:
         """Wait until the process holding these ids' locks is done, then take its result from the cache.
 
-        Under `refresh` only data fetched after this call asked counts, so the next round walks them again.
+        Under `refresh` (max_age 0) only data fetched after this call asked counts, so the next round walks
+        them again.
         """
         asked = self.store.now()
         await self.store.wait_released(ids)
-        max_age = self.cache_ttl if not refresh else self.store.now() - asked
-        if max_age > 0:
-            self._take_cached(await self.store.get_videos(ids, max_age), outcome)
+        fresh = max_age if max_age > 0 else self.store.now() - asked
+        if fresh > 0:
+            self._take_cached(await self.store.get_videos(ids, fresh), outcome)
 
     async def _walk(
         self,
         ids: list[str],
         start_page: int,
         budget: CallBudget,
-        refresh: bool,
+        max_age: float,
         on_page: PageFn,
         outcome: FetchOutcome,
     ) -> _Walk:
@@ -318,7 +360,7 @@ class ProductsService:
         page = start_page
         fetched_at = self.store.now()
         while True:
-            cached = None if refresh else await self._cached_page(key, page)
+            cached = None if max_age <= 0 else await self._cached_page(key, page, max_age)
             if cached is not None:
                 page_rows = cached.rows
                 fetched_at = min(fetched_at, cached.fetched_at)
@@ -335,6 +377,8 @@ class ProductsService:
                 try:
                     result = await self.upstream.fetch_page(ids, page, budget)
                 except KeyAPIError as exc:
+                    if isinstance(exc, OutOfCredits):
+                        outcome.account_exhausted = True
                     if not rows:
                         raise
                     return _Walk(ids, rows, False, page, fetched_at, stop_reason=exc.render())
@@ -380,10 +424,10 @@ class ProductsService:
                 outcome.next_page_num = walk.next_page
             outcome.warnings.append(f"stopped before page {walk.next_page}: {walk.stop_reason}")
 
-    async def _cached_page(self, key: str, page: int) -> CachedPage | None:
+    async def _cached_page(self, key: str, page: int, max_age: float | None = None) -> CachedPage | None:
         """A cached page, or None; an unreadable cache is a miss (the reservation decides if we may pay)."""
         try:
-            return await self.store.get_page(key, page, self.cache_ttl)
+            return await self.store.get_page(key, page, self.cache_ttl if max_age is None else max_age)
         except StateStoreError as exc:
             log.warning("could not read the page cache: %s", exc)
             return None
