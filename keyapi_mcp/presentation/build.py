@@ -26,6 +26,8 @@ from keyapi_mcp.presentation.totals import exact, hundredths, money, ratio, shar
 
 ResponseFormat = Literal["concise", "detailed"]
 TOP_PRODUCTS = 5
+LOW_BALANCE_SHARE = 10  # a budget is running out when at most a tenth of it is left
+OUT_OF_CREDITS_HINT = "top up at https://keyapi.ai/app/dashboard; cached videos stay free"
 
 
 def _ratio(num: float | None, den: float | None, scale: float = 1.0, digits: int = 4) -> float | None:
@@ -54,8 +56,10 @@ def _details(video: UpstreamRow) -> dict[str, Any]:
     }
 
 
-def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[VideoOut, list[str]]:
-    """One video's output (products ordered by GMV, derived metrics) from its raw rows."""
+def build_video(
+    data: VideoData, response_format: ResponseFormat, now: float | None = None
+) -> tuple[VideoOut, list[str]]:
+    """One video's output (products ordered by GMV, derived metrics) from its raw rows; `now` adds its age."""
     facts = video_facts(data.rows)
     v = facts.video
     views = v.total_views_cnt
@@ -109,6 +113,7 @@ def build_video(data: VideoData, response_format: ResponseFormat) -> tuple[Video
         products=products,
         source="cache" if data.from_cache else "upstream",
         fetched_at=iso(data.fetched_at),
+        **({"age_seconds": max(0, round(now - data.fetched_at))} if now is not None else {}),
         **(_details(v) if response_format == "detailed" else {}),
     )
     return video, warnings
@@ -121,6 +126,7 @@ def build_result(
     response_format: ResponseFormat = "concise",
     demo: bool = False,
     sort_by: SortBy = "gmv",
+    user_limit: int = 0,
 ) -> VideoProductsResult:
     videos: list[VideoOut] = []
     warnings: list[str] = []
@@ -128,7 +134,7 @@ def build_result(
         data = outcome.videos.get(vid)
         if data is None or not data.rows:
             continue
-        video, row_warnings = build_video(data, response_format)
+        video, row_warnings = build_video(data, response_format, outcome.answered_at or None)
         warnings.extend(f"video {vid}: {w}" for w in row_warnings)
         if video.products:
             videos.append(video)
@@ -162,11 +168,40 @@ def build_result(
         not_found=not_found,
         videos=videos,
         summary=summary,
-        credits=credits_block(outcome.spent, outcome.cached_videos, outcome.usage, daily_limit),
+        credits=_with_low_balance(
+            credits_block(outcome.spent, outcome.cached_videos, outcome.usage, daily_limit), outcome, user_limit
+        ),
         warnings=[*outcome.warnings, *warnings],
         videos_asked=len(outcome.requested),
         sort_by=sort_by,
     )
+
+
+def _running_out(left: int, limit: int) -> bool:
+    return left * LOW_BALANCE_SHARE <= limit
+
+
+def low_balance(outcome: FetchOutcome, daily_limit: int, user_limit: int) -> str | None:
+    """The low-balance line: the KeyAPI account answered 402 during the call, or a tenth or less of today's
+    daily or per-user budget is left. None when neither."""
+    notes: list[str] = []
+    if outcome.account_exhausted:
+        notes.append(f"the KeyAPI account ran out of credits during this call (HTTP 402): {OUT_OF_CREDITS_HINT}")
+    reset = iso(next_midnight(outcome.answered_at).timestamp()) if outcome.answered_at else "UTC midnight"
+    if daily_limit and outcome.usage is not None:
+        left = max(0, daily_limit - outcome.usage.spent)
+        if _running_out(left, daily_limit):
+            notes.append(f"{left} of {daily_limit} credits left today (KEYAPI_DAILY_CREDIT_LIMIT; resets {reset})")
+    if user_limit and outcome.caller_usage is not None:
+        left = max(0, user_limit - outcome.caller_usage.spent)
+        if _running_out(left, user_limit):
+            notes.append(f"{left} of your {user_limit} credits left today (resets {reset})")
+    return "; ".join(notes) or None
+
+
+def _with_low_balance(credits: Credits, outcome: FetchOutcome, user_limit: int) -> Credits:
+    note = low_balance(outcome, credits.daily_limit or 0, user_limit)
+    return credits if note is None else credits.model_copy(update={"low_balance": note})
 
 
 def _remaining(daily_limit: int, spent: int) -> int | None:

@@ -41,6 +41,9 @@ class VideoOut(BaseModel):
     products: list[ProductOut]
     source: Literal["upstream", "cache"] = Field(description="Where this video's data came from in this call.")
     fetched_at: str = Field(description="When the upstream data was fetched (ISO 8601 UTC).")
+    age_seconds: int | None = Field(
+        default=None, description="How old this video's data was when answered, in seconds (see max_age_seconds)."
+    )
     # Detailed only (absent from concise results):
     description: str | None = None
     hashtags: list[str] | None = None
@@ -121,6 +124,11 @@ class Credits(BaseModel):
     spent_today: int | None = Field(description="Null when the ledger could not be read (see warnings).")
     daily_limit: int | None = Field(description="Null when there is no daily limit.")
     remaining_today: int | None
+    low_balance: str | None = Field(
+        default=None,
+        description="Present when today's remaining budget (daily or per-user) or the KeyAPI account is running "
+        "out: what is left and what to do.",
+    )
 
 
 class VideoProductsResult(BaseModel):

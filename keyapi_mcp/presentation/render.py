@@ -67,6 +67,17 @@ FULL_VIEW = TextView()
 VIDEO_URI_TEMPLATE = "keyapi://videos/{video_id}"  # the free re-read of a cached video (surface.resources)
 
 
+def _age(seconds: int) -> str:
+    """A data age, short: 40s, 12min, 3.5h, 2d."""
+    if seconds < 90:
+        return f"{seconds}s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)}min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f}h".replace(".0h", "h")
+    return f"{round(seconds / 86400)}d"
+
+
 def _eng(v: VideoOut) -> str:
     """Engagement in %, from the exact counts (not the rounded rate: one rounding only)."""
     rate = ratio(interactions(v) * 100, v.views)
@@ -83,7 +94,7 @@ def _video_head(v: VideoOut, by: str = "gmv", pending: frozenset[str] = frozense
         head += f" | {number(v.avg_price)}"
     extras = [x for x in (v.region, (v.created_at or "")[:10] or None) if x]
     if v.source == "cache":
-        extras.append("cached")
+        extras.append("cached" if v.age_seconds is None else f"cached {_age(v.age_seconds)} old")
     if v.video_id in pending:
         extras.append("PARTIAL")  # its rows so far: the rest comes with the continuation
     if extras:
@@ -183,6 +194,8 @@ def _tail_lines(result: VideoProductsResult, left_out: list[str]) -> list[str]:
         lines.append("warnings: " + "; ".join(result.warnings))
     lines.extend(left_out)
     lines.append(credit_line(result.credits))
+    if result.credits.low_balance:
+        lines.append(f"LOW BALANCE: {result.credits.low_balance}")
     if not result.complete:
         ids = result.pending_ids
         args = "video_ids=[" + ", ".join(f'"{i}"' for i in ids) + "]"

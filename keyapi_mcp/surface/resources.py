@@ -59,7 +59,7 @@ async def read_credit_usage(state: AppState) -> CreditUsage:
 async def read_cached_video(state: AppState, video_id: str) -> VideoOut | None:
     """One cached video as the tool would answer it (detailed), or None when it is not cached. Cache only."""
     data = await state.service.cached_video(video_id)
-    return None if data is None else build_video(data, "detailed")[0]
+    return None if data is None else build_video(data, "detailed", state.service.store.now())[0]
 
 
 def video_links(result: VideoProductsResult, *, cache_ttl: int) -> list[ResourceLink]:
