@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.caching import CacheHint
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import MCPServer, RequestStateSecurity
 
 from keyapi_mcp import __version__
 from keyapi_mcp.config import Settings
@@ -22,7 +22,7 @@ from keyapi_mcp.core.ports import Store
 from keyapi_mcp.core.service import ProductsService
 from keyapi_mcp.metrics import NO_METRICS, Metrics, MetricsMiddleware, PrometheusMetrics
 from keyapi_mcp.state.sqlite_store import SQLiteStore
-from keyapi_mcp.surface.app import SERVER_TITLE, ProductsView, icons
+from keyapi_mcp.surface.app import SERVER_TITLE, AppOnlyTools, ProductsView, icons
 from keyapi_mcp.surface.calls import KeyAPIMCPServer
 from keyapi_mcp.surface.groups import compare_tool
 from keyapi_mcp.surface.prompts import register_prompts
@@ -90,6 +90,16 @@ def upstream_http_client(settings: Settings, transport: httpx.AsyncBaseTransport
     )
 
 
+def request_state_security(settings: Settings) -> RequestStateSecurity | None:
+    """The sealing of the 2026-07-28 round trip's state (a user's answer to a spend question).
+
+    With KEYAPI_MCP_REQUEST_STATE_KEY every replica seals and opens it with one key, so the answer can come back
+    to any of them; without it the SDK seals with a key of this process only (None).
+    """
+    key = settings.mcp_request_state_key
+    return None if key is None else RequestStateSecurity(keys=[key.get_secret_value()])
+
+
 def build_server(
     settings: Settings,
     *,
@@ -114,6 +124,8 @@ def build_server(
         daily=settings.daily_credit_limit,
         per_user=settings.user_daily_credit_limit,
         sized=cap_sized_from_ids(settings),
+        confirm_above=settings.confirm_above_credits,
+        with_consent=settings.max_credits_with_consent,
     )
 
     @asynccontextmanager
@@ -161,6 +173,7 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         cache_hints=LIST_CACHE_HINTS,
+        request_state_security=request_state_security(settings),
         # OAuth resource server on the HTTP transport, when configured (or the verifier a caller passes in)
         **({"token_verifier": token_verifier, "auth": auth} if token_verifier or auth else auth_kwargs(settings)),
     )
@@ -168,6 +181,7 @@ def build_server(
     register_resources(server, live)
     register_prompts(server, live)
     server.metrics = metrics
+    server.middleware.append(AppOnlyTools())
     if metrics.enabled:
         server.middleware.append(MetricsMiddleware(metrics, [tool.name for tool in tools]))
     return server

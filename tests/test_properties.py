@@ -34,6 +34,8 @@ CODES = {
     "rate_limited",
     "upstream_error",
     "timeout",
+    "confirmation_required",  # a large max_credits asks first (keyapi_mcp.surface.consent)
+    "confirmation_invalid",
 }
 ERROR_RE = re.compile(r"^\[(?P<code>[a-z_]+)\] \S")
 IDS_PARAM_RE = re.compile(r"^[0-9]{1,25}(,[0-9]{1,25}){0,49}$")
@@ -160,6 +162,8 @@ async def test_any_arguments_to_get_video_products_give_a_result_or_a_coded_erro
         event(f"error {code}")
         if code == "invalid_input":
             assert new_requests == [], "an invalid argument never reaches the upstream"
+        if code.startswith("confirmation_"):
+            assert new_requests == [], "nothing is sent before the user's consent"
         return
     event("result")
     answer = parsed(result)

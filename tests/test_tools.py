@@ -53,6 +53,7 @@ async def test_the_tools_are_listed_with_descriptions_that_state_cost_and_cap(fa
     settings = make_settings(fake_upstream.url, max_credits_per_call=7)
     async with connect(settings) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
+    # (the App view's own tool is listed to MCP Apps hosts only)
     assert set(tools) == {"get_video_products", "compare_video_groups", "get_credit_usage"}
     for tool in tools.values():
         assert tool.description and len(tool.description) > 40
@@ -79,6 +80,8 @@ async def test_input_schema_carries_bounds_descriptions_and_rejects_unknown_fiel
         "group_by",
         "top",
         "sort_by",
+        "max_age_seconds",
+        "confirm",
     }
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
@@ -97,6 +100,10 @@ async def test_input_schema_carries_bounds_descriptions_and_rejects_unknown_fiel
     assert props["group_by"]["enum"] == ["video", "product"]
     assert props["group_by"]["default"] == "video"
     assert props["top"]["minimum"] == 1
+    # New integer arguments carry a default instead of a null type (portable across clients).
+    assert props["max_age_seconds"]["type"] == "integer" and props["max_age_seconds"]["minimum"] == 0
+    assert props["max_age_seconds"]["default"] == 2_592_000
+    assert props["confirm"]["type"] == "string" and props["confirm"]["default"] == ""
     usage_schema = tools["get_credit_usage"].input_schema
     assert usage_schema["additionalProperties"] is False
     assert usage_schema.get("properties", {}) == {}
@@ -463,7 +470,9 @@ async def test_the_credit_cap_stops_the_walk_with_a_continuation_that_completes_
     arguments: dict[str, Any] = {"video_ids": [TWELVE_ROWS]}
     if max_credits is not None:
         arguments["max_credits"] = max_credits
-    async with connect(make_settings(fake_upstream.url, max_credits_per_call=env_cap)) as client:
+    # Consent off: max_credits never raises the per-call cap (with consent it may: tests/test_consent.py).
+    settings = make_settings(fake_upstream.url, max_credits_per_call=env_cap, confirm_above_credits=0)
+    async with connect(settings) as client:
         first = await client.call_tool(TOOL, arguments)
         out = parsed(first)
         assert len(fake_upstream.fake.requests) == 1  # cap of 1 credit = 1 request

@@ -16,10 +16,14 @@ from importlib.resources import files
 from typing import Any
 
 from mcp.server.apps import Apps, ResourceCsp, client_supports_apps
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import ToolBinding
-from mcp_types import Icon
+from mcp_types import Icon, ListToolsResult
 
 PRODUCTS_VIEW_URI = "ui://keyapi/products"
+# The view's own tool (visibility ["app"]): hosts let the view call it and keep it off the model's tool list.
+APP_TOOL = "app_load_products"
+APP_TOOL_META = {"ui": {"resourceUri": PRODUCTS_VIEW_URI, "visibility": ["app"]}}
 
 SERVER_TITLE = "KeyAPI TikTok video commerce"
 
@@ -86,3 +90,27 @@ class ProductsView(Apps):
 def note_view(text: str, ctx: Any) -> str:
     """The tool's text for this client: unchanged unless the client renders MCP Apps."""
     return f"{text}\n{VIEW_NOTE}" if client_supports_apps(ctx) else text
+
+
+class AppOnlyTools:
+    """Server middleware: `tools/list` shows app-only tools (visibility ["app"]) only to MCP Apps hosts.
+
+    A host that renders the view keeps such a tool off the model's list itself (the MCP Apps spec); a client
+    without the extension would hand it to the model as one more tool, a duplicate of get_video_products.
+    """
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "tools/list" or client_supports_apps(ctx):
+            return result
+        if isinstance(result, ListToolsResult):
+            return result.model_copy(update={"tools": [t for t in result.tools if not _app_only(t.meta)]})
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):  # the wire form
+            return {**result, "tools": [t for t in result["tools"] if not _app_only(t.get("_meta"))]}
+        return result
+
+
+def _app_only(meta: Any) -> bool:
+    ui = meta.get("ui") if isinstance(meta, dict) else None
+    visibility = ui.get("visibility") if isinstance(ui, dict) else None
+    return isinstance(visibility, list) and "model" not in visibility

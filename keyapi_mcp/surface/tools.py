@@ -23,13 +23,16 @@ from keyapi_mcp.presentation.ranking import SortBy
 from keyapi_mcp.presentation.render import render_usage
 from keyapi_mcp.presentation.sizing import cap_structured, fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
-from keyapi_mcp.surface.app import ProductsView, icons, note_view
+from keyapi_mcp.surface.app import APP_TOOL, APP_TOOL_META, ProductsView, icons, note_view
 from keyapi_mcp.surface.caller import current_caller
+from keyapi_mcp.surface.consent import ConsentArg, QuoteArg, cost_meta, gate
 from keyapi_mcp.surface.resources import read_credit_usage, video_links
 from keyapi_mcp.surface.schema import compact_schema
 from keyapi_mcp.surface.state import AppState
 
 log = logging.getLogger(__name__)
+
+MAX_AGE_SECONDS = 2_592_000  # 30 days: the default max_age_seconds, i.e. whatever the cache holds
 
 INSTRUCTIONS = f"""\
 KeyAPI TikTok video commerce data. Calls cost paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product \
@@ -44,7 +47,9 @@ day: get_video_products with group_by="product";
 The server computes every figure exactly: quote them; do not add, subtract, divide or rank yourself. An answer \
 marked PARTIAL covers only what was fetched: continue as its last line says. Long answers say what they left \
 out. Free reads, no credit: keyapi://usage and keyapi://videos/{{video_id}} (any video already fetched). \
-Prompts: analyze_video_commerce, compare_videos, top_products."""
+Prompts: analyze_video_commerce, compare_videos, top_products. A call that may spend more than the server's \
+consent threshold asks the user first; if the answer is [confirmation_required], ask the user and, if they \
+agree, repeat exactly the call it names (with its confirm token)."""
 
 # The lists never change while the process runs (tool descriptions follow the settings, read at start) and are
 
@@ -65,8 +70,9 @@ MaxCredits = Annotated[
     Field(
         ge=0,
         le=100_000,
-        description="Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
-        "0 = answer from cache only.",
+        description="Optional credit cap for this call. 0 = answer from cache only. Above the server's consent "
+        "threshold (and above KEYAPI_MAX_CREDITS_PER_CALL, up to KEYAPI_MAX_CREDITS_WITH_CONSENT) the user is "
+        "asked first.",
     ),
 ]
 PageNum = Annotated[
@@ -110,6 +116,23 @@ SortByArg = Annotated[
         "each video's GMV and units per 1k views, and with group_by=product each product's average price."
     ),
 ]
+# Consent and freshness arguments (keyapi_mcp.surface.consent, issue 24): kept together, after the others.
+MaxAge = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_AGE_SECONDS,
+        description="Accept cached data up to this many seconds old (never older than the cache keeps, "
+        "KEYAPI_CACHE_TTL_SECONDS). 0 = fetch now (costs credits, like refresh). Each video states its age.",
+    ),
+]
+Confirm = Annotated[
+    str,
+    Field(
+        max_length=200,
+        description="Only to repeat a call answered [confirmation_required]: its token, after the user agreed.",
+    ),
+]
 Refresh = Annotated[
     bool,
     Field(
@@ -122,6 +145,8 @@ Refresh = Annotated[
 async def get_video_products(
     video_ids: VideoIds,
     ctx: Context[AppState],
+    quote: QuoteArg,
+    consent: ConsentArg,
     max_credits: MaxCredits = None,
     page_num: PageNum = 1,
     response_format: ResponseFormat = "concise",
@@ -129,8 +154,34 @@ async def get_video_products(
     group_by: GroupBy = "video",
     top: Top = None,
     sort_by: SortByArg = "gmv",
+    max_age_seconds: MaxAge = MAX_AGE_SECONDS,
+    confirm: Confirm = "",
 ) -> Annotated[CallToolResult, VideoProductsResult]:
+    """`quote` and `consent` come from resolvers run before this body (keyapi_mcp.surface.consent): the call's
+    bound, and the user's yes or no where it is above the free cap. Nothing is sent before `gate` allows it."""
     state = ctx.request_context.lifespan_context
+    ids = normalize_video_ids(video_ids)
+    given = {
+        "video_ids": ids,
+        "max_credits": max_credits,
+        "page_num": page_num if page_num != 1 else None,
+        "response_format": response_format if response_format != "concise" else None,
+        "refresh": refresh or None,
+        "group_by": group_by if group_by != "video" else None,
+        "top": top,
+        "sort_by": sort_by if sort_by != "gmv" else None,
+        "max_age_seconds": max_age_seconds if max_age_seconds != MAX_AGE_SECONDS else None,
+    }
+    allowance = await gate(
+        state,
+        quote,
+        consent,
+        confirm=confirm,
+        tool="get_video_products",
+        arguments={k: v for k, v in given.items() if v is not None},
+    )
+    if isinstance(allowance, CallToolResult):
+        return allowance  # declined, or a token to confirm: nothing was requested
 
     async def progress(done: int, message: str) -> None:
         try:
@@ -139,10 +190,12 @@ async def get_video_products(
             log.debug("progress notification failed", exc_info=True)
 
     outcome = await state.service.fetch(
-        normalize_video_ids(video_ids),
+        ids,
         page_num=page_num,
         max_credits=max_credits,
         refresh=refresh,
+        max_age=max_age_seconds,
+        consented=allowance.consented,
         progress=progress,
         caller=current_caller(),
     )
@@ -152,6 +205,7 @@ async def get_video_products(
         response_format=response_format,
         demo=state.demo,
         sort_by=sort_by,
+        user_limit=state.settings.user_daily_credit_limit,
     )
     if group_by == "product":
         result = with_product_totals(result, sort_by)
@@ -166,6 +220,12 @@ async def get_video_products(
             *video_links(result, cache_ttl=settings.cache_ttl_seconds),
         ],
         structured_content=structured.model_dump(mode="json", exclude_unset=True),
+        meta=cost_meta(
+            spent=result.credits.spent,
+            cached_videos=result.credits.cached_videos,
+            remaining_today=result.credits.remaining_today,
+            daily_limit=result.credits.daily_limit,
+        ),
     )
 
 
@@ -250,8 +310,15 @@ def published(tool: Tool) -> Tool:
     return tool
 
 
+APP_TOOL_DESCRIPTION = (
+    "For keyapi-mcp's App view only (MCP Apps hosts keep it off the model's tool list): loads the next page of "
+    "a result or refreshes videos, with get_video_products' arguments, cost and consent. Models: call "
+    "get_video_products."
+)
+
+
 def tools_for(settings: Settings, view: ProductsView, *, demo_ids: Sequence[str] = ()) -> list[Tool]:
-    """get_video_products and get_credit_usage, with descriptions that state this server's actual limits."""
+    """The tools, with descriptions that state this server's actual limits; the last is the App view's own."""
     return [
         published(
             Tool.from_function(
@@ -275,6 +342,19 @@ def tools_for(settings: Settings, view: ProductsView, *, demo_ids: Sequence[str]
                 icons=icons(),
                 annotations=ToolAnnotations(
                     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+                ),
+            )
+        ),
+        published(
+            Tool.from_function(
+                get_video_products,
+                name=APP_TOOL,
+                title="Load more products (App view)",
+                description=APP_TOOL_DESCRIPTION,
+                icons=icons(),
+                meta=APP_TOOL_META,
+                annotations=ToolAnnotations(
+                    read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
                 ),
             )
         ),
