@@ -201,9 +201,9 @@ window.startHost = ({ src, hostContext, toolInput, toolResult }) => {
 class _HostServer:
     """The test host on 127.0.0.1: the host page, and the view served with the resource's CSP."""
 
-    def __init__(self, view_html: str, csp: str) -> None:
+    def __init__(self, view_html: str, csp: str, host_page: str = HOST_PAGE) -> None:
         pages = {
-            "/host.html": (HOST_PAGE.encode(), {}),
+            "/host.html": (host_page.encode(), {}),
             "/view.html": (view_html.encode(), {"Content-Security-Policy": csp}),
         }
 
