@@ -314,3 +314,18 @@ async def test_with_a_shared_request_state_key_the_users_answer_can_come_back_to
     finally:
         for s in stores:
             await s.close()
+
+
+def test_the_consent_settings_default_to_the_per_call_cap_and_the_state_key_must_be_long(monkeypatch):
+    from keyapi_mcp.config import ConfigError, load_settings
+
+    monkeypatch.setenv("KEYAPI_MAX_CREDITS_PER_CALL", "12")
+    settings = load_settings()
+    assert (settings.confirm_above, settings.max_credits_with_consent) == (12, 25)  # unset: the per-call cap
+    monkeypatch.setenv("KEYAPI_CONFIRM_ABOVE_CREDITS", "0")
+    assert load_settings().confirm_above == 0  # never ask
+    monkeypatch.setenv("KEYAPI_MCP_REQUEST_STATE_KEY", "too-short-to-seal")
+    with pytest.raises(ConfigError, match="KEYAPI_MCP_REQUEST_STATE_KEY: must be at least 32 characters"):
+        load_settings()
+    monkeypatch.setenv("KEYAPI_MCP_REQUEST_STATE_KEY", "s" * 32)
+    assert load_settings().secret_values()[-1] == "s" * 32  # redacted from logs like the other secrets
