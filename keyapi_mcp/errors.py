@@ -15,6 +15,7 @@ class KeyAPIError(Exception):
 
     code: ClassVar[str] = "upstream_error"
     default_hint: ClassVar[str] = ""
+    spent: int = 0  # credits the failed call spent (or may have), when the service knows: the result's _meta
 
     def __init__(
         self,

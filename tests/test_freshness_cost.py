@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, Clock, make_settings, parsed, text_of
+from helpers import (
+    TEST_API_KEY,
+    THREE_ROWS,
+    TOOL,
+    TWELVE_ROWS,
+    Clock,
+    assert_tool_error,
+    make_settings,
+    parsed,
+    text_of,
+)
 from mcp import Client
 from mcp_types import ElicitResult
 
@@ -144,3 +154,24 @@ async def test_a_declined_spend_carries_its_cost_too(tmp_path):
         "remaining_today": 100,
         "daily_limit": 100,
     }
+
+
+async def test_a_refused_call_carries_its_cost_and_remaining_today_is_the_callers_own(tmp_path):
+    server, fake, _, store = await _with_server(tmp_path, daily_credit_limit=100, user_daily_credit_limit=2)
+    try:
+        async with Client(server) as client:
+            paid = await client.call_tool(TOOL, {"video_ids": [THREE_ROWS]})
+            parsed(await client.call_tool(TOOL, {"video_ids": ["7300000000000000000"]}))
+            refused = await client.call_tool(TOOL, {"video_ids": ["7300000000000000001"]})
+    finally:
+        await store.close()
+    # The per-user limit (2) is smaller than what the day has left (99): that is what this caller has.
+    assert (paid.meta or {})[COST_META_KEY]["remaining_today"] == 1
+    assert_tool_error(refused, "budget_exceeded")
+    assert (refused.meta or {})[COST_META_KEY] == {
+        "spent": 0,
+        "cached_videos": 0,
+        "remaining_today": 0,
+        "daily_limit": 100,
+    }
+    assert len(fake.requests) == 2

@@ -156,9 +156,8 @@ class ProductsService:
         """Answer for `video_ids` (already normalised) at the lowest credit cost the cache allows.
 
         `caller` (keyapi_mcp.surface.caller) is who the credits are booked for; the cache is shared by all callers.
-        `max_age` bounds how old cached data may be (`refresh` = 0). `consented` is the bound the user agreed to
-        (the call's quote); without it the call never spends more than the free cap (KEYAPI_CONFIRM_ABOVE_CREDITS).
-        """
+        `max_age` bounds cached data's age (`refresh` = 0); `consented` is the quote the user agreed to, without
+        which the call never spends more than the free cap (KEYAPI_CONFIRM_ABOVE_CREDITS)."""
         if self.upstream is None:
             raise MissingApiKey("KEYAPI_API_KEY is not set, so no KeyAPI request can be made.")
         budget = self.budget(max_credits, caller, len(video_ids), consented)
@@ -174,9 +173,12 @@ class ProductsService:
             if progress is not None:
                 await progress(pages_done, f"page {page}: {rows} rows")
 
+        bypass = refresh or (max_age is not None and max_age <= 0)
         try:
-            bypass = refresh or (max_age is not None and max_age <= 0)
             await self._fetch_into(outcome, video_ids, page_num, budget, fresh, on_page, bypass=bypass)
+        except KeyAPIError as exc:
+            exc.spent = budget.reserved  # the failed call's cost, for its result's _meta
+            raise
         finally:
             outcome.spent = budget.reserved
         if budget.unrecorded:

@@ -181,6 +181,16 @@ def _running_out(left: int, limit: int) -> bool:
     return left * LOW_BALANCE_SHARE <= limit
 
 
+def remaining_for_caller(outcome: FetchOutcome, daily_limit: int, user_limit: int) -> int | None:
+    """What the caller may still spend today: the smaller of the daily and per-user remainders; None = no limit."""
+    left = []
+    if daily_limit and outcome.usage is not None:
+        left.append(daily_limit - outcome.usage.spent)
+    if user_limit and outcome.caller_usage is not None:
+        left.append(user_limit - outcome.caller_usage.spent)
+    return max(0, min(left)) if left else None
+
+
 def low_balance(outcome: FetchOutcome, daily_limit: int, user_limit: int) -> str | None:
     """The low-balance line: the KeyAPI account answered 402 during the call, or a tenth or less of today's
     daily or per-user budget is left. None when neither."""

@@ -27,10 +27,10 @@ from mcp_types import CallToolResult, TextContent
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
-from keyapi_mcp.core.consent import CONSENT_TTL_SECONDS, Quote, issue_token, redeem_token
+from keyapi_mcp.core.consent import CONSENT_TTL_SECONDS, Quote, issue_token, redeem_token, remaining_today
 from keyapi_mcp.core.domain import iso
 from keyapi_mcp.core.ids import normalize_video_ids
-from keyapi_mcp.errors import ConfirmationInvalid, ConfirmationRequired, SpendDeclined
+from keyapi_mcp.errors import ConfirmationInvalid, ConfirmationRequired, KeyAPIError, SpendDeclined, StateStoreError
 from keyapi_mcp.surface.caller import current_caller
 from keyapi_mcp.surface.state import AppState
 
@@ -120,6 +120,20 @@ def cost_meta(
             "daily_limit": daily_limit,
         }
     }
+
+
+async def failed(state: AppState, exc: KeyAPIError, caller: str) -> CallToolResult:
+    """A failed call's `[code]` answer, with what it cost (the service sets `exc.spent`) in `_meta` too."""
+    try:
+        left = await remaining_today(state.service.store, state.service.limits, caller)
+    except StateStoreError:
+        left = None  # the ledger is what failed: what is left is unknown
+    limit = state.settings.daily_credit_limit or None
+    return CallToolResult(
+        content=[TextContent(type="text", text=exc.render())],
+        is_error=True,
+        meta=cost_meta(spent=exc.spent, cached_videos=0, remaining_today=left, daily_limit=limit),
+    )
 
 
 def _refusal(state: AppState, quote: Quote, text: str, structured: dict[str, Any]) -> CallToolResult:

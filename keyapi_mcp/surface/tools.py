@@ -17,7 +17,8 @@ from keyapi_mcp.config import Settings
 from keyapi_mcp.core.budget import cap_sized_from_ids, sized_cap
 from keyapi_mcp.core.domain import PAGE_SIZE
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
-from keyapi_mcp.presentation.build import build_result
+from keyapi_mcp.errors import KeyAPIError
+from keyapi_mcp.presentation.build import build_result, remaining_for_caller
 from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
 from keyapi_mcp.presentation.ranking import SortBy
 from keyapi_mcp.presentation.render import render_usage
@@ -25,7 +26,7 @@ from keyapi_mcp.presentation.sizing import cap_structured, fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
 from keyapi_mcp.surface.app import APP_TOOL, APP_TOOL_META, ProductsView, icons, note_view
 from keyapi_mcp.surface.caller import current_caller
-from keyapi_mcp.surface.consent import ConsentArg, QuoteArg, cost_meta, gate
+from keyapi_mcp.surface.consent import ConsentArg, QuoteArg, cost_meta, failed, gate
 from keyapi_mcp.surface.resources import read_credit_usage, video_links
 from keyapi_mcp.surface.schema import compact_schema
 from keyapi_mcp.surface.state import AppState
@@ -189,16 +190,20 @@ async def get_video_products(
         except Exception:  # progress is best effort; never lose a paid page over it
             log.debug("progress notification failed", exc_info=True)
 
-    outcome = await state.service.fetch(
-        ids,
-        page_num=page_num,
-        max_credits=max_credits,
-        refresh=refresh,
-        max_age=max_age_seconds,
-        consented=allowance.consented,
-        progress=progress,
-        caller=current_caller(),
-    )
+    caller = current_caller()
+    try:
+        outcome = await state.service.fetch(
+            ids,
+            page_num=page_num,
+            max_credits=max_credits,
+            refresh=refresh,
+            max_age=max_age_seconds,
+            consented=allowance.consented,
+            progress=progress,
+            caller=caller,
+        )
+    except KeyAPIError as exc:
+        return await failed(state, exc, caller)
     result = build_result(
         outcome,
         daily_limit=state.settings.daily_credit_limit,
@@ -223,7 +228,9 @@ async def get_video_products(
         meta=cost_meta(
             spent=result.credits.spent,
             cached_videos=result.credits.cached_videos,
-            remaining_today=result.credits.remaining_today,
+            remaining_today=remaining_for_caller(
+                outcome, state.settings.daily_credit_limit, state.settings.user_daily_credit_limit
+            ),
             daily_limit=result.credits.daily_limit,
         ),
     )
