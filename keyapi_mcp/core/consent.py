@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keyapi_mcp.core.budget import CallLimits
-from keyapi_mcp.core.domain import ConsentGrant, query_key
+from keyapi_mcp.core.domain import PAGE_SIZE, ConsentGrant, query_key
 from keyapi_mcp.core.ports import Store
 from keyapi_mcp.errors import ConfirmationInvalid
 
@@ -50,7 +50,7 @@ class Quote:
         """One sentence for the user and the model: the bound, what is free, what is new, today's budget."""
         new = _ids(self.new_ids)
         text = f"up to {self.credits_at_most} KeyAPI credit{'s' if self.credits_at_most != 1 else ''} "
-        text += f"(1 per upstream page of 10 product rows) to fetch {len(self.new_ids)} new video"
+        text += f"(1 per upstream page of {PAGE_SIZE} product rows) to fetch {len(self.new_ids)} new video"
         text += f"{'s' if len(self.new_ids) != 1 else ''} ({new})"
         if self.page > 1:
             text += f" from page {self.page}"

@@ -446,7 +446,12 @@ class SQLiteStore:
 
     async def put_consent(self, digest: str, grant: ConsentGrant) -> None:
         row = (digest, grant.caller, grant.ids_key, grant.page, grant.credits, grant.expires_at)
-        self._run(lambda conn: conn.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?, ?, ?, ?, NULL)", row))
+
+        def txn(conn: sqlite3.Connection) -> None:  # expired grants go as new ones come: the table stays small
+            conn.execute("DELETE FROM consents WHERE expires_at <= ?", (self._clock(),))
+            conn.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?, ?, ?, ?, NULL)", row)
+
+        self._run(txn, txn=True)
 
     async def get_consent(self, digest: str) -> ConsentGrant | None:
         sql = "SELECT caller, ids_key, page, credits, expires_at, used_at FROM consents WHERE digest=? AND expires_at>?"

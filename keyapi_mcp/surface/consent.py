@@ -88,6 +88,7 @@ async def quote_call(
 async def ask_consent(
     quote: Annotated[Quote | None, Resolve(quote_call)], ctx: Context[AppState], confirm: str
 ) -> Elicit[SpendConsent] | str:
+    """How to get the user's yes for this quote: not needed, the call's token, a token to issue, or a question."""
     if quote is None or not quote.needs_consent:
         return NOT_NEEDED
     if confirm:
