@@ -329,3 +329,26 @@ def test_the_consent_settings_default_to_the_per_call_cap_and_the_state_key_must
         load_settings()
     monkeypatch.setenv("KEYAPI_MCP_REQUEST_STATE_KEY", "s" * 32)
     assert load_settings().secret_values()[-1] == "s" * 32  # redacted from logs like the other secrets
+
+
+@pytest.mark.parametrize(("mode", "asked"), [("legacy", 0), ("2026-07-28", 1)])
+async def test_over_stateless_http_2026_asks_in_the_result_and_2025_falls_back_to_a_token(mode, asked):
+    # 2025-11-25 elicits with a server-to-client request, which stateless HTTP cannot carry: the token instead.
+    settings = http_settings(mcp_auth_token=None, confirm_above_credits=1)
+    questions: list[str] = []
+
+    async def accept(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        questions.append(params.message)
+        return ElicitResult(action="accept", content={"spend": True})
+
+    with serving(settings) as base:
+        async with http_connect(base, None, mode=mode, elicitation_callback=accept) as client:
+            result = await client.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]})
+            usage = await client.call_tool("get_credit_usage", {})
+    assert len(questions) == asked
+    assert usage.structured_content is not None
+    if asked:
+        assert parsed(result).credits.spent == 2 == usage.structured_content["spent_today"]
+    else:
+        assert confirmation(result)["credits_at_most"] == 5
+        assert usage.structured_content["spent_today"] == 0
