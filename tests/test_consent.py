@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fakes import synthetic_dataset
+from fakes import FakeUpstreamServer, synthetic_dataset
 from helpers import TEST_API_KEY, TOOL, TWELVE_ROWS, Clock, assert_tool_error, make_settings, parsed, text_of
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
 from test_http import connect as http_connect
@@ -352,3 +352,29 @@ async def test_over_stateless_http_2026_asks_in_the_result_and_2025_falls_back_t
     else:
         assert confirmation(result)["credits_at_most"] == 5
         assert usage.structured_content["spent_today"] == 0
+
+
+@pytest.mark.parametrize("mode", REVISIONS)
+@pytest.mark.parametrize("action", ["accept", "decline"])
+async def test_the_installed_command_asks_over_stdio_before_it_spends(
+    command: str, base_env: dict[str, str], fake_upstream: FakeUpstreamServer, tmp_path, mode, action
+):
+    env = {
+        **base_env,
+        "KEYAPI_API_KEY": TEST_API_KEY,
+        "KEYAPI_BASE_URL": fake_upstream.url,
+        "KEYAPI_MAX_RPS": "100",
+        "KEYAPI_CONFIRM_ABOVE_CREDITS": "1",
+    }
+    fake = fake_upstream.fake
+    asker = Asker(fake, action=action)
+    params = StdioServerParameters(command=command, args=[], env=env, cwd=tmp_path)
+    async with Client(params, mode=mode, elicitation_callback=asker, read_timeout_seconds=30.0) as client:
+        result = await client.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]})
+    ((question, sent_before),) = asker.asked
+    assert sent_before == 0 and "up to 5 KeyAPI credits" in question
+    if action == "accept":
+        assert parsed(result).credits.spent == 2 == fake.charged
+    else:
+        assert_tool_error(result, "declined")
+        assert fake.requests == []
