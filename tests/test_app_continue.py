@@ -121,7 +121,14 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def open_view(browser: Browser, live: LiveServer, first: dict[str, Any], arguments: dict[str, Any], caps: dict) -> Any:
+def open_view(
+    browser: Browser,
+    live: LiveServer,
+    first: dict[str, Any],
+    arguments: dict[str, Any],
+    caps: dict,
+    ready: str = "#rows tr",
+) -> Any:
     html, csp = live.view()
     host = _HostServer(html, content_security_policy(csp), host_page=HOST_PAGE).__enter__()
     page = browser.new_page(viewport={"width": 900, "height": 1200}, locale="en-US")
@@ -142,7 +149,7 @@ def open_view(browser: Browser, live: LiveServer, first: dict[str, Any], argumen
         },
     )
     view = page.frame_locator("#view")
-    view.locator("#rows tr").first.wait_for()
+    view.locator(ready).first.wait_for()
     return host, page, view, errors
 
 
@@ -235,6 +242,26 @@ def test_a_host_without_tool_calls_downloads_or_model_context_keeps_todays_view(
         assert len(shown_rows(view)) == 10
         assert view.locator("#actions").is_hidden()
         assert view.locator("#rows input.pick").count() == 0
+        assert errors == []
+    finally:
+        page.close()
+        host.__exit__(None, None, None)
+
+
+def test_a_quoted_model_call_can_be_confirmed_in_the_view_where_the_host_cannot_ask(browser: Browser, live: LiveServer):
+    # A host without elicitation (claude.ai, say) renders the view for the model's [confirmation_required] answer.
+    arguments = {"video_ids": [TWELVE_ROWS, THREE_ROWS], "max_credits": 5}
+    first = live.call(TOOL, arguments)
+    assert first["isError"] and first["structuredContent"]["confirmation"]["credits_at_most"] == 5
+    host, page, view, errors = open_view(browser, live, first, arguments, ALL_CAPABILITIES, ready="#consent")
+    try:
+        assert "asks before spending" in view.locator("#status").inner_text()
+        assert live.fake.requests == []
+        view.get_by_role("button", name="Spend up to 5 credits").click()
+        view.locator("#action-status").filter(has_text="That load spent 2 credits").wait_for()
+        data = demo_dataset()
+        assert shown_rows(view) == {(v, str(r["product_id"])) for v in (TWELVE_ROWS, THREE_ROWS) for r in data[v]}
+        assert view.locator("#status").is_hidden() and len(live.fake.requests) == 2
         assert errors == []
     finally:
         page.close()
