@@ -22,7 +22,7 @@ from test_app import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _HostServer, apps_client_
 
 from keyapi_mcp.server import build_server
 from keyapi_mcp.state.sqlite_store import SQLiteStore
-from keyapi_mcp.surface.app import APP_TOOL, PRODUCTS_VIEW_URI
+from keyapi_mcp.surface.app import APP_TOOL, PRODUCTS_VIEW_URI, QUOTE_NOTE
 from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset, mock_transport
 
 ALL_CAPABILITIES = {"serverTools": {}, "downloadFile": {}, "updateModelContext": {"text": {}}}
@@ -253,6 +253,7 @@ def test_a_quoted_model_call_can_be_confirmed_in_the_view_where_the_host_cannot_
     arguments = {"video_ids": [TWELVE_ROWS, THREE_ROWS], "max_credits": 5}
     first = live.call(TOOL, arguments)
     assert first["isError"] and first["structuredContent"]["confirmation"]["credits_at_most"] == 5
+    assert first["content"][0]["text"].endswith(QUOTE_NOTE)  # the model learns the view can confirm it
     host, page, view, errors = open_view(browser, live, first, arguments, ALL_CAPABILITIES, ready="#consent")
     try:
         assert "asks before spending" in view.locator("#status").inner_text()

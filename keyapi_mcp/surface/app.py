@@ -18,7 +18,7 @@ from typing import Any
 from mcp.server.apps import Apps, ResourceCsp, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import ToolBinding
-from mcp_types import Icon, ListToolsResult
+from mcp_types import CallToolResult, Icon, ListToolsResult, TextContent
 
 PRODUCTS_VIEW_URI = "ui://keyapi/products"
 # The view's own tool (visibility ["app"]): hosts let the view call it and keep it off the model's tool list.
@@ -85,6 +85,25 @@ class ProductsView(Apps):
 
     def tools(self) -> Sequence[ToolBinding]:
         return ()
+
+
+# Appended to a [confirmation_required] answer when the host renders the view, which offers the same quote with
+# a Spend button: one token serves one spend, so the model should not repeat a call the user already confirmed.
+QUOTE_NOTE = (
+    "The user also sees this quote in the MCP App view with a Spend button; if they spend there, the view shows "
+    "the data and this call need not be repeated."
+)
+
+
+def note_quote(result: CallToolResult, ctx: Any) -> CallToolResult:
+    """A quote for this client: unchanged unless the client renders MCP Apps (then the view can confirm it)."""
+    first = result.content[0] if result.content else None
+    if not client_supports_apps(ctx) or "confirmation" not in (result.structured_content or {}):
+        return result
+    if not isinstance(first, TextContent):
+        return result
+    text = TextContent(type="text", text=f"{first.text}\n{QUOTE_NOTE}")
+    return result.model_copy(update={"content": [text, *result.content[1:]]})
 
 
 def note_view(text: str, ctx: Any) -> str:

@@ -24,7 +24,7 @@ from keyapi_mcp.presentation.ranking import SortBy
 from keyapi_mcp.presentation.render import render_usage
 from keyapi_mcp.presentation.sizing import cap_structured, fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
-from keyapi_mcp.surface.app import APP_TOOL, APP_TOOL_META, ProductsView, icons, note_view
+from keyapi_mcp.surface.app import APP_TOOL, APP_TOOL_META, ProductsView, icons, note_quote, note_view
 from keyapi_mcp.surface.caller import current_caller
 from keyapi_mcp.surface.consent import ConsentArg, QuoteArg, cost_meta, failed, gate
 from keyapi_mcp.surface.resources import read_credit_usage, video_links
@@ -182,7 +182,7 @@ async def get_video_products(
         arguments={k: v for k, v in given.items() if v is not None},
     )
     if isinstance(allowance, CallToolResult):
-        return allowance  # declined, or a token to confirm: nothing was requested
+        return note_quote(allowance, ctx)  # declined, or a token to confirm: nothing was requested
 
     async def progress(done: int, message: str) -> None:
         try:
