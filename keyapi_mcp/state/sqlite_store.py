@@ -34,8 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
+import anyio.to_thread  # binds `anyio` too (CapacityLimiter)
 
 from keyapi_mcp.core.domain import (
     COUNTED,
@@ -45,7 +44,6 @@ from keyapi_mcp.core.domain import (
     CachedPage,
     CachedVideo,
     Clock,
-    ConsentGrant,
     DayUsage,
     LedgerEntry,
     Reservation,
@@ -56,6 +54,7 @@ from keyapi_mcp.core.domain import (
 )
 from keyapi_mcp.diagnose import state_open_failure
 from keyapi_mcp.errors import StateStoreError, StoreOpenError
+from keyapi_mcp.state.sqlite_consents import CONSENTS_MIGRATION, ConsentTable
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,6 @@ BUSY_TIMEOUT_MS = 10_000
 SAVINGS_BUSY_TIMEOUT_MS = 250  # the "saved by cache" counter: a statistic, never worth holding an answer
 LOCKED_HINT = "Retry in a moment; if it persists, look for a process holding the file in a long transaction."
 UNUSABLE_HINT = "Check that the state directory is writable and not full (KEYAPI_STATE_DIR), then retry."
-
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -116,15 +114,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX ledger_day_caller ON ledger(day, caller, charged);
         """,
     ),
-    (
-        # Confirmation tokens of large spends (keyapi_mcp.core.consent), keyed by the token's SHA-256.
-        "0004_consents",
-        """
-        CREATE TABLE consents (digest TEXT PRIMARY KEY, caller TEXT NOT NULL, ids_key TEXT NOT NULL,
-            page INTEGER NOT NULL, credits INTEGER NOT NULL, expires_at REAL NOT NULL, used_at REAL);
-        CREATE INDEX consents_expires_at ON consents(expires_at);
-        """,
-    ),
+    CONSENTS_MIGRATION,
 ]
 
 
@@ -152,7 +142,7 @@ def apply_migrations(conn: sqlite3.Connection, now: float) -> list[str]:
     return applied
 
 
-class SQLiteStore:
+class SQLiteStore(ConsentTable):
     """The default store: one SQLite file shared by every server process on this machine."""
 
     def __init__(self, path: Path | str, *, clock: Clock = time.time) -> None:
@@ -438,31 +428,8 @@ class SQLiteStore:
             conn.execute("DELETE FROM pages WHERE fetched_at <= ?", (since,))
             conn.execute("DELETE FROM ledger WHERE day < ?", (old_day,))
             conn.execute("DELETE FROM savings WHERE day < ?", (old_day,))
-            conn.execute("DELETE FROM consents WHERE expires_at <= ?", (now,))
 
         await self._run(txn, txn=True)
-
-    # -- consent tokens ------------------------------------------------------------------------
-
-    async def put_consent(self, digest: str, grant: ConsentGrant) -> None:
-        row = (digest, grant.caller, grant.ids_key, grant.page, grant.credits, grant.expires_at)
-
-        def txn(conn: sqlite3.Connection) -> None:  # expired grants go as new ones come: the table stays small
-            conn.execute("DELETE FROM consents WHERE expires_at <= ?", (self._clock(),))
-            conn.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?, ?, ?, ?, NULL)", row)
-
-        self._run(txn, txn=True)
-
-    async def get_consent(self, digest: str) -> ConsentGrant | None:
-        sql = "SELECT caller, ids_key, page, credits, expires_at, used_at FROM consents WHERE digest=? AND expires_at>?"
-        row = self._run(lambda conn: conn.execute(sql, (digest, self._clock())).fetchone())
-        return None if row is None else ConsentGrant(*row[:5], used=row[5] is not None)
-
-    async def use_consent(self, digest: str) -> bool:
-        # One conditional UPDATE under SQLite's write lock: of concurrent users (any process), one changes the row.
-        now = self._clock()
-        sql = "UPDATE consents SET used_at = ? WHERE digest = ? AND used_at IS NULL AND expires_at > ?"
-        return bool(self._run(lambda conn: conn.execute(sql, (now, digest, now)).rowcount) == 1)
 
     # -- single-flight -------------------------------------------------------------------------
 
