@@ -18,7 +18,9 @@ Series (no per-user labels: the caller is in the ledger, not in label sets that 
 - `keyapi_cache_videos_total{result="hit|miss"}` — requested videos answered free (cache or a shared
   walk) vs. fetched;
 - `keyapi_upstream_request_duration_seconds` — each upstream HTTP request, to its response headers;
-- `keyapi_budget_refusals_total{limit="per_call|daily|user"}` — requests refused by a local limit.
+- `keyapi_budget_refusals_total{limit="per_call|daily|user"}` — requests refused by a local limit;
+- `keyapi_consent_total{outcome}` — quotes above KEYAPI_CONFIRM_ABOVE_CREDITS and what became of them:
+  `accepted`/`declined` (asked by elicitation), `token_issued`, `token_used`, `token_refused` (the fallback).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ METRICS_PATH = "/metrics"
 METRICS_EXTRA_HINT = "pip install 'keyapi-mcp[metrics]'"
 CHARGED_OUTCOMES = ("yes", "uncertain")
 BUDGET_LIMITS = ("per_call", "daily", "user")
+CONSENT_OUTCOMES = ("accepted", "declined", "token_issued", "token_used", "token_refused")
 # Upstream pages take from tens of ms to the client's 30 s timeout; MCP operations include whole page walks.
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OPERATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -70,6 +73,9 @@ class Metrics:
 
     def budget_refusal(self, exc: BudgetExceeded) -> None:
         """A reservation refused; counted when the refusal names a limit (not an unusable ledger)."""
+
+    def consent(self, outcome: str) -> None:
+        """One quoted call's consent: one of `CONSENT_OUTCOMES`."""
 
 
 NO_METRICS = Metrics()
@@ -119,6 +125,12 @@ class PrometheusMetrics(Metrics):
             ["limit"],
             registry=self.registry,
         )
+        self._consent = Counter(
+            "keyapi_consent_total",
+            "Calls quoted above KEYAPI_CONFIRM_ABOVE_CREDITS, by what became of the user's consent.",
+            ["outcome"],
+            registry=self.registry,
+        )
         # Every label value a dashboard filters on exists from the start (at 0), so rate() has a baseline.
         for outcome in CHARGED_OUTCOMES:
             self._charged.labels(outcome)
@@ -126,6 +138,8 @@ class PrometheusMetrics(Metrics):
             self._videos.labels(result)
         for limit in BUDGET_LIMITS:
             self._refusals.labels(limit)
+        for outcome in CONSENT_OUTCOMES:
+            self._consent.labels(outcome)
 
     def operation(self, method: str, tool: str, error_type: str, seconds: float) -> None:
         self._operations.labels(method, tool, error_type).observe(seconds)
@@ -146,6 +160,10 @@ class PrometheusMetrics(Metrics):
     def budget_refusal(self, exc: BudgetExceeded) -> None:
         if exc.limit is not None:
             self._refusals.labels(exc.limit).inc()
+
+    def consent(self, outcome: str) -> None:
+        if outcome in CONSENT_OUTCOMES:
+            self._consent.labels(outcome).inc()
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

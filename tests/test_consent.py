@@ -15,7 +15,18 @@ from typing import Any
 
 import pytest
 from fakes import FakeUpstreamServer, synthetic_dataset
-from helpers import TEST_API_KEY, TOOL, TWELVE_ROWS, Clock, assert_tool_error, make_settings, parsed, text_of
+from helpers import (
+    TEST_API_KEY,
+    THREE_ROWS,
+    TOOL,
+    TWELVE_ROWS,
+    ZERO_VIEWS,
+    Clock,
+    assert_tool_error,
+    make_settings,
+    parsed,
+    text_of,
+)
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
@@ -378,3 +389,29 @@ async def test_the_installed_command_asks_over_stdio_before_it_spends(
     else:
         assert_tool_error(result, "declined")
         assert fake.requests == []
+
+
+async def test_metrics_count_what_became_of_each_quote():
+    from test_team import METRICS_TOKEN, scrape, value
+
+    settings = http_settings(
+        mcp_auth_token=None, confirm_above_credits=1, mcp_metrics=True, mcp_metrics_token=METRICS_TOKEN
+    )
+    answers = iter(["accept", "decline"])
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        action = next(answers)
+        return ElicitResult(action=action, content={"spend": True} if action == "accept" else None)  # type: ignore[arg-type]
+
+    with serving(settings) as base:
+        async with http_connect(base, None, mode="2026-07-28", elicitation_callback=answer) as asking:
+            parsed(await asking.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]}))
+            assert_tool_error(await asking.call_tool(TOOL, {"video_ids": [THREE_ROWS]}), "declined")
+        async with http_connect(base, None, mode="2026-07-28") as plain:
+            token = confirmation(await plain.call_tool(TOOL, {"video_ids": [ZERO_VIEWS]}))["token"]
+            parsed(await plain.call_tool(TOOL, {"video_ids": [ZERO_VIEWS], "confirm": token}))
+            again = {"video_ids": [ZERO_VIEWS], "refresh": True, "confirm": token}
+            confirmation(await plain.call_tool(TOOL, again), "confirmation_invalid")
+        samples = scrape(base)
+    expected = {"accepted": 1, "declined": 1, "token_issued": 2, "token_used": 1, "token_refused": 1}
+    assert {outcome: value(samples, "keyapi_consent_total", outcome=outcome) for outcome in expected} == expected

@@ -159,6 +159,7 @@ async def confirmation_required(
 ) -> CallToolResult:
     """The answer for a client that cannot be asked: the quote, a fresh token, and the exact call to repeat."""
     token, expires_at = await issue_token(state.service.store, quote)
+    state.service.metrics.consent("token_issued")
     message = f"This call may spend {quote.describe()}. Nothing was requested or charged."
     if refused:
         message = f"{refused} {message}"
@@ -212,16 +213,22 @@ async def gate(
     """What this call may spend, or the answer to give instead of spending (nothing was sent either way)."""
     if quote is None or not quote.needs_consent:
         return Allowance()
+    metrics = state.service.metrics
     if isinstance(consent, AcceptedElicitation):
         data = consent.data
         if isinstance(data, SpendConsent):
+            metrics.consent("accepted" if data.spend else "declined")
             return Allowance(quote.credits_at_most) if data.spend else declined(state, quote, consent)
         if data == BY_TOKEN:
             try:
-                return Allowance(await redeem_token(state.service.store, confirm, quote))
+                allowance = Allowance(await redeem_token(state.service.store, confirm, quote))
             except ConfirmationInvalid as exc:
+                metrics.consent("token_refused")
                 return await confirmation_required(
                     state, quote, tool=tool, arguments=arguments, refused=exc.message.rstrip(".") + "."
                 )
+            metrics.consent("token_used")
+            return allowance
         return await confirmation_required(state, quote, tool=tool, arguments=arguments)
+    metrics.consent("declined")
     return declined(state, quote, consent)
