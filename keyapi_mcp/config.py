@@ -60,9 +60,10 @@ class Settings(BaseSettings):
     user_daily_credit_limit: int = Field(default=0, ge=0)
     cache_ttl_seconds: int = Field(default=21_600, ge=0)
     # Consent before a large spend (keyapi_mcp.core.consent): a call that may spend more than this asks the user
-    # first (elicitation, else a confirmation token); 0 = never ask. Unset, it is KEYAPI_MAX_CREDITS_PER_CALL: a
-    # call within the per-call cap spends as it always did (no deployment, bundle setting or benchmark changes
-    # behaviour), and one that asks for more with max_credits is quoted and asked instead of stopping at the cap.
+    # first (elicitation, else a confirmation token); 0 = never ask. Unset, it is each call's own per-call cap
+    # (KEYAPI_MAX_CREDITS_PER_CALL, or the cap sized from its ids): a call within that cap spends as it always did
+    # (no deployment, bundle setting or benchmark changes behaviour), and one that asks for more with max_credits
+    # is quoted and asked instead of stopping at the cap.
     confirm_above_credits: int | None = Field(default=None, ge=0, le=100_000)
     max_credits_with_consent: int = Field(default=25, ge=0, le=100_000)
     # Estimated tokens of a get_video_products text answer (see keyapi_mcp.sizing); 0 = no budget.
@@ -209,11 +210,6 @@ class Settings(BaseSettings):
         """The secrets this process holds, for the log redaction (`keyapi_mcp.logsafety`)."""
         secrets = (self.api_key, self.mcp_auth_token, self.mcp_request_state_key)
         return tuple(s.get_secret_value() for s in secrets if s is not None)
-
-    @property
-    def confirm_above(self) -> int:
-        """KEYAPI_CONFIRM_ABOVE_CREDITS as it applies: unset means the per-call cap."""
-        return self.max_credits_per_call if self.confirm_above_credits is None else self.confirm_above_credits
 
     @property
     def has_api_key(self) -> bool:

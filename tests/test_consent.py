@@ -327,14 +327,13 @@ async def test_with_a_shared_request_state_key_the_users_answer_can_come_back_to
             await s.close()
 
 
-def test_the_consent_settings_default_to_the_per_call_cap_and_the_state_key_must_be_long(monkeypatch):
+def test_the_consent_settings_default_to_each_calls_cap_and_the_state_key_must_be_long(monkeypatch):
     from keyapi_mcp.config import ConfigError, load_settings
 
-    monkeypatch.setenv("KEYAPI_MAX_CREDITS_PER_CALL", "12")
     settings = load_settings()
-    assert (settings.confirm_above, settings.max_credits_with_consent) == (12, 25)  # unset: the per-call cap
+    assert (settings.confirm_above_credits, settings.max_credits_with_consent) == (None, 25)  # None: the call's cap
     monkeypatch.setenv("KEYAPI_CONFIRM_ABOVE_CREDITS", "0")
-    assert load_settings().confirm_above == 0  # never ask
+    assert load_settings().confirm_above_credits == 0  # never ask
     monkeypatch.setenv("KEYAPI_MCP_REQUEST_STATE_KEY", "too-short-to-seal")
     with pytest.raises(ConfigError, match="KEYAPI_MCP_REQUEST_STATE_KEY: must be at least 32 characters"):
         load_settings()
@@ -415,3 +414,19 @@ async def test_metrics_count_what_became_of_each_quote():
         samples = scrape(base)
     expected = {"accepted": 1, "declined": 1, "token_issued": 2, "token_used": 1, "token_refused": 1}
     assert {outcome: value(samples, "keyapi_consent_total", outcome=outcome) for outcome in expected} == expected
+
+
+@pytest.mark.parametrize("mode", REVISIONS)
+async def test_unset_the_threshold_follows_the_cap_sized_from_the_ids_and_asks_only_beyond_it(tmp_path, mode):
+    many = [str(7_650_000_000_000_000_000 + i) for i in range(20)]  # 20 ids: a sized cap of 1 + 6 = 7 credits
+    async with rig(tmp_path) as r:
+        asker = Asker(r.fake)
+        settings = make_settings(max_credits_with_consent=25)  # KEYAPI_MAX_CREDITS_PER_CALL and the threshold unset
+        built = build_server(settings, transport=mock_transport(r.fake), store=r.store, clock=r.clock)
+        async with Client(built, mode=mode, elicitation_callback=asker) as client:
+            within = parsed(await client.call_tool(TOOL, {"video_ids": many}))
+            assert asker.asked == [] and within.credits.spent == 1  # no products: one short page
+            more = [str(7_660_000_000_000_000_000 + i) for i in range(20)]
+            parsed(await client.call_tool(TOOL, {"video_ids": more, "max_credits": 8}))
+    ((question, sent_before),) = asker.asked
+    assert "up to 8 KeyAPI credits" in question and sent_before == 1

@@ -31,7 +31,7 @@ IDS_SHOWN = 5  # ids named in a quote's text; the structured quote lists them al
 
 @dataclass(frozen=True)
 class Quote:
-    """What one call may spend, computed before it sends anything (`ProductsService.quote`)."""
+    """What one call may spend, computed before it sends anything (`make_quote`)."""
 
     caller: str
     ids_key: str  # the canonical id set (query_key) the call asks for

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyapi_mcp.core.budget import CallBudget, CallLimits
-from keyapi_mcp.core.consent import Quote, make_quote
 from keyapi_mcp.core.domain import (
     LOCAL_CALLER,
     PAGE_SIZE,
@@ -127,19 +126,6 @@ class ProductsService:
         if refresh:
             return 0.0
         return float(self.cache_ttl if max_age is None else max(0.0, min(max_age, self.cache_ttl)))
-
-    async def quote(
-        self,
-        video_ids: Sequence[str],
-        *,
-        page_num: int = 1,
-        max_credits: int | None = None,
-        max_age: float | None = None,
-        caller: str = LOCAL_CALLER,
-    ) -> Quote:
-        """What `fetch` with these arguments may spend at most (keyapi_mcp.core.consent); sends nothing."""
-        fresh = self.freshness(max_age=max_age)
-        return await make_quote(self.store, self.limits, video_ids, page_num, max_credits, fresh, caller)
 
     async def fetch(
         self,

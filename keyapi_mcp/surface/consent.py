@@ -27,7 +27,14 @@ from mcp_types import CallToolResult, TextContent
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
-from keyapi_mcp.core.consent import CONSENT_TTL_SECONDS, Quote, issue_token, redeem_token, remaining_today
+from keyapi_mcp.core.consent import (
+    CONSENT_TTL_SECONDS,
+    Quote,
+    issue_token,
+    make_quote,
+    redeem_token,
+    remaining_today,
+)
 from keyapi_mcp.core.domain import iso
 from keyapi_mcp.core.ids import normalize_video_ids
 from keyapi_mcp.errors import ConfirmationInvalid, ConfirmationRequired, KeyAPIError, SpendDeclined, StateStoreError
@@ -74,15 +81,11 @@ async def quote_call(
     service = state.service
     if not service.limits.consent_enabled or service.upstream is None:
         return None
-    if service.limits.requested(max_credits) <= service.limits.free_cap:
+    ids = normalize_video_ids(video_ids)
+    if service.limits.requested(max_credits, len(ids)) <= service.limits.free_cap(len(ids)):
         return None  # its cap is within what may be spent without asking: no quote needed, nothing read
-    return await service.quote(
-        normalize_video_ids(video_ids),
-        page_num=page_num,
-        max_credits=max_credits,
-        max_age=0 if refresh else max_age_seconds,
-        caller=current_caller(),
-    )
+    fresh = service.freshness(refresh, max_age_seconds)
+    return await make_quote(service.store, service.limits, ids, page_num, max_credits, fresh, current_caller())
 
 
 async def ask_consent(
