@@ -3,7 +3,8 @@
 Every framework gets its own virtual environment, built by uv from the pinned lock file in
 tests/frameworks/requirements/ (never the test environment: most of them pin `mcp<2`, and keyapi-mcp runs as its
 own process anyway). The environments are kept in `.venv-frameworks/`, one directory per lock file and
-interpreter (named by their hash), so a second run builds nothing; uv's cache sits beside them.
+interpreter (named by their hash), so a second run builds nothing; the wheels come through the user's uv
+cache, so a fresh clone on a machine that built them once (CI's) installs them again without downloading.
 
 Each framework's driver (tests/frameworks/driver_*.py) runs once, in its environment, against the `--demo`
 server over stdio (the framework spawns this checkout's console script, with an explicit environment) and over
@@ -18,6 +19,7 @@ Outside CI an environment that cannot be built (no registry access) skips these 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +27,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,24 +74,19 @@ FRAMEWORKS = {
     )
 }
 TRANSPORTS = ("stdio", "http")
+OUTCOMES = (pytest.skip.Exception, pytest.fail.Exception)
 
 
-def _uv_env(home: Path) -> dict[str, str]:
-    env = {key: os.environ[key] for key in REGISTRY_VARIABLES if key in os.environ}
-    env.update(
-        {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(home),
-            "UV_CACHE_DIR": str(ENVS / ".uv-cache"),
-            "UV_PYTHON_DOWNLOADS": "never",
-            "UV_NO_CONFIG": "1",
-            "UV_NATIVE_TLS": "1",
-        }
-    )
+def _uv_env() -> dict[str, str]:
+    """uv's environment: the registry settings, and the user's own uv cache (a machine that has built these
+    environments once, a developer's or CI's, installs them again from the cache in seconds)."""
+    passed = (*REGISTRY_VARIABLES, "PATH", "HOME", "XDG_CACHE_HOME", "UV_CACHE_DIR", "LOCALAPPDATA")
+    env = {key: os.environ[key] for key in passed if key in os.environ}
+    env.update({"UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1", "UV_NATIVE_TLS": "1"})
     return env
 
 
-def framework_env(framework: Framework, home: Path) -> Path:
+def framework_env(framework: Framework) -> Path:
     """The framework's environment (its python), built once per lock file and interpreter.
 
     Built under a temporary name and renamed when complete, so an interrupted build is never reused (only
@@ -109,7 +107,7 @@ def framework_env(framework: Framework, home: Path) -> Path:
     ):
         done = subprocess.run(
             command,
-            env=_uv_env(home),
+            env=_uv_env(),
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT,
@@ -137,54 +135,86 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 
 
 @pytest.fixture(scope="module")
+def pythons() -> dict[str, Path]:
+    """Each framework's python, its environment built on first use."""
+
+    class Pythons(dict[str, Path]):
+        def __missing__(self, name: str) -> Path:
+            self[name] = framework_env(FRAMEWORKS[name])
+            return self[name]
+
+    return Pythons()
+
+
+@pytest.fixture(scope="module")
 def reports(
-    demo_server: tuple[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, dict[str, Any]]]:
-    """Each framework's report, produced on first use (environment build and driver run)."""
+    pythons: dict[str, Path], demo_server: tuple[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """Each framework's report. On first use every environment is built and then all drivers run at once
+    (they mostly wait on imports and processes, so together they take about as long as the slowest)."""
     url, env = demo_server
     home = tmp_path_factory.mktemp("frameworks-home")
+    request = json.dumps(
+        {"command": str(Path(sys.executable).parent / "keyapi-mcp"), "args": ["--demo"], "env": env, "http_url": url}
+    )
+    outcomes: dict[str, Callable[[], dict[str, Any]]] = {}
+
+    def drive(name: str) -> Callable[[], dict[str, Any]]:
+        try:
+            python = pythons[name]
+        except OUTCOMES as exc:  # an environment that cannot be built: its tests skip or fail with the reason
+            failure = exc
+
+            def reraise() -> dict[str, Any]:
+                raise failure
+
+            return reraise
+        run = subprocess.run(
+            [str(python), str(FRAMEWORKS[name].driver), request],
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+        def report() -> dict[str, Any]:
+            assert run.returncode == 0, f"the {name} driver failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+            return {**json.loads(run.stdout.strip().splitlines()[-1]), "stderr": run.stderr}
+
+        return report
 
     class Reports(dict[str, dict[str, Any]]):
         def __missing__(self, name: str) -> dict[str, Any]:
-            framework = FRAMEWORKS[name]
-            python = framework_env(framework, home)
-            request = {
-                "command": str(Path(sys.executable).parent / "keyapi-mcp"),
-                "args": ["--demo"],
-                "env": env,
-                "http_url": url,
-            }
-            run = subprocess.run(
-                [str(python), str(framework.driver), json.dumps(request)],
-                env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
-                cwd=home,
-                capture_output=True,
-                text=True,
-                timeout=DRIVER_TIMEOUT,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-            assert run.returncode == 0, f"the {name} driver failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
-            report = json.loads(run.stdout.strip().splitlines()[-1])
-            report["stderr"] = run.stderr
-            self[name] = report
-            return report
+            if not outcomes:
+                for framework in FRAMEWORKS:  # one at a time: uv already installs in parallel
+                    with contextlib.suppress(*OUTCOMES):
+                        pythons[framework]
+                with ThreadPoolExecutor(max_workers=len(FRAMEWORKS)) as pool:
+                    outcomes.update(zip(FRAMEWORKS, pool.map(drive, FRAMEWORKS), strict=True))
+            self[name] = outcomes[name]()
+            return self[name]
 
-    yield Reports()
+    return Reports()
+
+
+def facts(arguments: dict[str, Any], state_dir: Path) -> list[str]:
+    """What the server answers to a call, read through the SDK's own client: the facts the next provider
+    request must carry (its summary and product lines; the video lines say whether they came from the cache)."""
+
+    async def answer() -> str:
+        async with connect(make_settings(state_dir=state_dir), demo=True) as client:
+            return text_of(await client.call_tool(TOOL, arguments))
+
+    lines = anyio.run(answer).splitlines()
+    return [lines[1], *(line for line in lines if line.startswith("- "))]
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """What the server answers to the drivers' call, read through the SDK's own client: the facts the next
-    provider request must carry (its product lines and summary; the video lines say whether they were cached)."""
-    settings = make_settings(state_dir=tmp_path_factory.mktemp("frameworks-reference"))
-
-    async def answer() -> str:
-        async with connect(settings, demo=True) as client:
-            return text_of(await client.call_tool(TOOL, REQUEST_ARGUMENTS))
-
-    lines = anyio.run(answer).splitlines()
-    return {"facts": [lines[1], *(line for line in lines if line.startswith("- "))]}
+    return {"facts": facts(REQUEST_ARGUMENTS, tmp_path_factory.mktemp("frameworks-reference"))}
 
 
 def _failures(report: dict[str, Any]) -> str:
@@ -350,13 +380,93 @@ def test_fastmcp_client_parses_the_result_and_raises_the_error_text(
             assert argument["description"], f"prompt {prompt['name']}: argument {argument['name']} has no description"
 
 
+def _pins(framework: Framework) -> list[tuple[str, str]]:
+    text = framework.lock.with_suffix(".in").read_text(encoding="utf-8")
+    return re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", text, re.M)
+
+
 def test_each_lock_file_holds_its_pins() -> None:
     """The .in files name the frameworks' versions (docs/clients.md's matrix); the .txt locks must agree."""
     for framework in FRAMEWORKS.values():
-        pins = re.findall(
-            r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", framework.lock.with_suffix(".in").read_text(), re.M
-        )
+        pins = _pins(framework)
         locked = framework.lock.read_text()
         assert pins, framework.name
         for package, version in pins:
             assert re.search(rf"^{re.escape(package)}=={re.escape(version)}$", locked, re.M), (framework.name, package)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# docs/clients.md's examples, run as shown
+
+DOCS = REPO / "docs" / "clients.md"
+DOC_TITLES = {
+    "langchain": "LangChain",
+    "openai_agents": "OpenAI Agents SDK",
+    "pydantic_ai": "Pydantic AI",
+    "llama_index": "LlamaIndex",
+    "smolagents": "smolagents",
+    "fastmcp": "FastMCP client",
+}
+DOC_VIDEO = "9000000000000000001"  # the video the examples ask about
+
+
+def doc_example(title: str) -> str:
+    match = re.search(
+        rf"^### {re.escape(title)}\n\n```python\n(.*?)^```", DOCS.read_text(encoding="utf-8"), re.M | re.S
+    )
+    assert match, f"docs/clients.md has no example under ### {title}"
+    return match.group(1)
+
+
+def test_the_docs_matrix_names_exactly_the_pinned_versions() -> None:
+    docs = DOCS.read_text(encoding="utf-8")
+    for framework in FRAMEWORKS.values():
+        for package, version in _pins(framework):
+            assert f"`{package}=={version}`" in docs, (framework.name, package, version)
+
+
+@pytest.mark.parametrize("name", list(FRAMEWORKS))
+def test_the_docs_example_runs_as_shown(
+    pythons: dict[str, Path], name: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The example, verbatim, in its framework's environment: `keyapi-mcp` on PATH is this checkout's, and the
+    provider SDK reads the stub's address from its usual environment variables (OPENAI_BASE_URL)."""
+    from frameworks.fwcommon import DUMMY_KEY, ProviderStub, as_declared
+
+    script = tmp_path / "example.py"
+    script.write_text(doc_example(DOC_TITLES[name]), encoding="utf-8")
+    (tmp_path / "home").mkdir()
+    expected = facts({"video_ids": [DOC_VIDEO]}, tmp_path_factory.mktemp("docs-reference"))
+    with ProviderStub() as stub:
+        steps: list[Any] = [(TOOL, as_declared({"video_ids": [DOC_VIDEO]}))]
+        if name == "smolagents":  # its agents end only through their final_answer tool
+            steps.append(("final_answer", {"answer": "done"}))
+        for provider in ("openai_chat", "openai_responses"):
+            stub.script(provider, *steps)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(tmp_path / "home"),
+            "OPENAI_API_KEY": DUMMY_KEY,
+            "OPENAI_BASE_URL": f"{stub.url}/v1",
+            "OPENAI_API_BASE": f"{stub.url}/v1",  # llama-index's OpenAI reads this name instead
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",  # its default exporter would send the trace to the provider
+        }
+        run = subprocess.run(
+            [str(pythons[name]), str(script)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+        if name == "fastmcp":
+            assert all(fact in run.stdout for fact in expected), run.stdout
+            return
+        assert run.stdout.strip().splitlines()[-1] == "done", run.stdout
+        requests = [body for bodies in stub.requests.values() for body in bodies]
+        dumped = json.dumps(requests[-1] if name != "smolagents" else requests)
+        for fact in expected:
+            assert json.dumps(fact)[1:-1] in dumped, f"{fact!r} is not in the request after the result"
