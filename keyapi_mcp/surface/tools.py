@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from keyapi_mcp.config import Settings
 from keyapi_mcp.core.budget import cap_sized_from_ids, sized_cap
@@ -60,6 +60,16 @@ VideoIds = Annotated[
         ),
     ),
 ]
+def _integral(value: object) -> object:
+    """`3.0` as 3: JSON Schema counts a number with no fraction as an integer, and some providers' converters
+    and models send integers that way. Booleans and fractions stay as they are, for strict validation to
+    refuse."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
 MaxCredits = Annotated[
     int | None,
     Field(
@@ -68,6 +78,7 @@ MaxCredits = Annotated[
         description="Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
         "0 = answer from cache only.",
     ),
+    Integral,
 ]
 PageNum = Annotated[
     int,
@@ -77,6 +88,7 @@ PageNum = Annotated[
         description="Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
         "(with its pending ids) to continue it.",
     ),
+    Integral,
 ]
 ResponseFormat = Annotated[
     Literal["concise", "detailed"],
@@ -100,6 +112,7 @@ Top = Annotated[
         description="Show only the top N products per video (group_by=product: the top N products) in the text; "
         "the rest is named, and the structured result keeps everything. Default: all that fit the output budget.",
     ),
+    Integral,
 ]
 SortByArg = Annotated[
     SortBy,
@@ -237,14 +250,15 @@ def published(tool: Tool) -> Tool:
     """Publish a tool that validates strictly and advertises compact schemas.
 
     Unknown arguments are rejected (a typo'd `refresh` must not silently serve a stale cache) and types are
-    strict (`max_credits: true`, `"1"` or `1.0` is no integer, `refresh: "yes"` no boolean): a coerced value
-    could spend a credit the model never meant to. Schemas are compacted (see `keyapi_mcp.surface.schema`).
+    strict (`max_credits: true`, `"1"` or `1.5` is no integer, `refresh: "yes"` no boolean): a coerced value
+    could spend a credit the model never meant to. The one exception is a number with no fraction where an
+    integer is expected (`3.0`, see `_integral`). Schemas are compacted (see `keyapi_mcp.surface.schema`).
     """
     base = tool.fn_metadata.arg_model
     tool.fn_metadata.arg_model = type(
         base.__name__, (base,), {"model_config": ConfigDict(extra="forbid", strict=True), "__module__": base.__module__}
     )
-    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False})
+    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False}, nullable_type_lists=False)
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
     return tool
