@@ -60,6 +60,8 @@ VideoIds = Annotated[
         ),
     ),
 ]
+
+
 def _integral(value: object) -> object:
     """`3.0` as 3: JSON Schema counts a number with no fraction as an integer, and some providers' converters
     and models send integers that way. Booleans and fractions stay as they are, for strict validation to
