@@ -25,7 +25,7 @@ from keyapi_mcp.presentation.sizing import cap_structured, fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
 from keyapi_mcp.surface.app import ProductsView, icons, note_view
 from keyapi_mcp.surface.caller import current_caller
-from keyapi_mcp.surface.resources import read_credit_usage, video_links
+from keyapi_mcp.surface.resources import cached_video_uris, read_credit_usage, video_links
 from keyapi_mcp.surface.schema import compact_schema
 from keyapi_mcp.surface.state import AppState
 
@@ -171,15 +171,17 @@ async def get_video_products(
     if group_by == "product":
         result = with_product_totals(result, sort_by)
     settings = state.settings
+    result = result.model_copy(update={"resources": cached_video_uris(result, cache_ttl=settings.cache_ttl_seconds)})
     structured = cap_structured(result, settings.max_structured_products, cache_ttl=settings.cache_ttl_seconds)
     if structured is not result:  # the text says so too (it is sized on its own, from every row)
         result = result.model_copy(update={"warnings": structured.warnings})
     text = fit_text(result, max_tokens=settings.max_output_tokens, top=top)
+    # The text is the whole answer and, by default, the only content item: agent frameworks turn
+    # `resource_link`s into file attachments (a keyapi:// URL no provider can fetch), and some keep only the
+    # first item. The re-read URIs are in `resources` and one line of the text (docs/clients.md "Results").
+    links = video_links(result) if settings.resource_links else []
     return CallToolResult(
-        content=[
-            TextContent(type="text", text=note_view(text, ctx)),
-            *video_links(result, cache_ttl=settings.cache_ttl_seconds),
-        ],
+        content=[TextContent(type="text", text=note_view(text, ctx)), *links],
         structured_content=structured.model_dump(mode="json", exclude_unset=True),
     )
 
