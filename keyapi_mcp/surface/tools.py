@@ -31,6 +31,7 @@ from keyapi_mcp.surface.state import AppState
 
 log = logging.getLogger(__name__)
 
+# Under 2 KB (tests/test_portability.py): hosts cut longer instructions.
 INSTRUCTIONS = f"""\
 KeyAPI TikTok video commerce data. Calls cost paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product \
 rows), but repeated or overlapping questions are answered from a cache for free, so batch all the videos you \
