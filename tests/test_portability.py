@@ -3,9 +3,11 @@ prompt the server lists now or later: a new argument or prompt that breaks a rul
 
 - Tool descriptions fit in 1,024 characters (LlamaIndex's OpenAI conversion refuses longer ones, hosts cut
   them) under any settings, demo mode included; the server instructions fit in 2 KB.
-- Input schemas use only what the providers' converters keep: one `type` per schema (never a type list,
-  which Gemini converters turn into STRING), optional values as `anyOf: [schema, {type: null}]`, no
-  references, no other combinators; every argument described.
+- Input schemas use only what the providers' converters keep: one `type` per schema and no null (a type
+  list `[integer, null]` becomes STRING through the Gemini converters; `anyOf` with null leaves smolagents
+  with a STRING argument that refuses every value), no references or combinators; every argument described,
+  and every optional one has a default of its own type (smolagents and OpenAI strict schemas declare every
+  argument required, so the model sends that default back).
 - Integers are accepted as a JSON number with no fraction (`3.0`, which JSON Schema counts as an integer and
   some converters produce), while booleans, fractions and strings are refused as before.
 - Every prompt argument is described.
@@ -48,29 +50,20 @@ PORTABLE_KEYWORDS = {
     "maxItems",
     "minLength",
     "maxLength",
-    "anyOf",
 }
-TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
+TYPES = {"string", "integer", "number", "boolean", "array", "object"}
 
 
 def _walk(schema: dict[str, Any], where: str) -> list[str]:
     problems = [f"{where}: {key} is not portable" for key in schema if key not in PORTABLE_KEYWORDS]
     kind = schema.get("type")
-    if "anyOf" in schema:
-        branches = schema["anyOf"]
-        others = [b for b in branches if b != {"type": "null"}]
-        if len(branches) != 2 or len(others) != 1 or "type" in schema:
-            problems.append(f"{where}: anyOf is only for one schema or null, {branches}")
-        problems += [p for b in others for p in _walk(b, f"{where}|anyOf")]
-        if others and "anyOf" in others[0]:
-            problems.append(f"{where}: nested anyOf")
-    elif not isinstance(kind, str) or kind not in TYPES:
-        problems.append(f"{where}: type must be one JSON type, not {kind!r}")
+    if not isinstance(kind, str) or kind not in TYPES:
+        problems.append(f"{where}: type must be one JSON type other than null, not {kind!r}")
     for name, sub in schema.get("properties", {}).items():
         problems += _walk(sub, f"{where}.{name}")
     if isinstance(schema.get("items"), dict):
         problems += _walk(schema["items"], f"{where}[]")
-    if "enum" in schema and kind == "string" and not all(isinstance(v, str) for v in schema["enum"]):
+    if "enum" in schema and not all(isinstance(v, str) for v in schema["enum"]):
         problems.append(f"{where}: enum values must all be strings")
     return problems
 
@@ -99,7 +92,8 @@ async def test_every_input_schema_is_portable_and_every_argument_described():
         assert not _walk(schema, tool.name), _walk(schema, tool.name)
         for name, argument in schema.get("properties", {}).items():
             assert argument.get("description"), f"{tool.name}.{name} has no description"
-            if "default" in argument:
+            if name not in schema.get("required", []):
+                assert "default" in argument, f"{tool.name}.{name} is optional without a default"
                 assert not list(validator_for(argument)(argument).iter_errors(argument["default"])), name
 
 
@@ -118,6 +112,13 @@ async def test_integral_numbers_are_accepted_where_the_schema_says_integer():
         )
         assert not result.is_error, result.content
         assert parsed(result).summary.products == 3
+
+
+async def test_null_is_still_taken_as_an_optional_arguments_default():
+    """Clients that send null for an argument they leave out (the schema used to allow it) get the default."""
+    async with connect(make_settings(), demo=True) as client:
+        result = await client.call_tool(TOOL, {"video_ids": [THREE_ROWS], "top": None, "max_credits": None})
+    assert not result.is_error and parsed(result).summary.products == 3
 
 
 @pytest.mark.parametrize(

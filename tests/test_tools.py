@@ -85,9 +85,9 @@ async def test_input_schema_carries_bounds_descriptions_and_rejects_unknown_fiel
     assert props["video_ids"]["type"] == "array"
     assert props["video_ids"]["minItems"] == 1
     assert props["video_ids"]["items"]["type"] == "string"
-    # Optional integers as anyOf with null (a type list converts to STRING for Gemini: tests/test_portability.py).
-    integer, null = props["max_credits"]["anyOf"]
-    assert integer["type"] == "integer" and integer["minimum"] == 0 and null == {"type": "null"}
+    # Optional integers with a default of their own type, no null (tests/test_portability.py says why).
+    assert props["max_credits"]["type"] == "integer" and props["max_credits"]["minimum"] == 0
+    assert props["max_credits"]["default"] == props["max_credits"]["maximum"]
     assert props["page_num"]["minimum"] == 1
     assert props["page_num"]["default"] == 1
     assert props["response_format"]["enum"] == ["concise", "detailed"]
@@ -96,7 +96,7 @@ async def test_input_schema_carries_bounds_descriptions_and_rejects_unknown_fiel
     assert props["refresh"]["default"] is False
     assert props["group_by"]["enum"] == ["video", "product"]
     assert props["group_by"]["default"] == "video"
-    assert props["top"]["anyOf"][0]["minimum"] == 1
+    assert props["top"]["type"] == "integer" and props["top"]["default"] == 0
     usage_schema = tools["get_credit_usage"].input_schema
     assert usage_schema["additionalProperties"] is False
     assert usage_schema.get("properties", {}) == {}

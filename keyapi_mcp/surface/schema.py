@@ -5,12 +5,6 @@ pydantic emits `$defs` + `$ref`, `anyOf: [{type: X}, {type: null}]` for every op
 against the output schema (jsonschema resolves each `$ref` and tries each `anyOf` branch per value).
 Inlining references, writing nullable types as `type: [X, "null"]` and dropping the generated titles
 changes none of what validates — the tests check both forms accept and reject the same documents.
-
-Input schemas keep pydantic's `anyOf` for optional values (`nullable_type_lists=False`): they are what the
-agent frameworks convert into their provider's function format, and the Gemini converters turn a type list
-into STRING (then the model sends `"3"` for an integer), while `anyOf: [{type: integer}, {type: null}]`
-converts to a nullable INTEGER everywhere (tests/test_portability.py, tests/test_frameworks.py). Output
-schemas are only validated against, never converted, so they keep the shorter type lists.
 """
 
 from __future__ import annotations
@@ -20,20 +14,20 @@ from typing import Any
 _REF_PREFIX = "#/$defs/"
 
 
-def compact_schema(schema: dict[str, Any], *, nullable_type_lists: bool = True) -> dict[str, Any]:
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
     defs: dict[str, Any] = schema.get("$defs", {})
-    return _compact({k: v for k, v in schema.items() if k != "$defs"}, defs, nullable_type_lists)
+    return _compact({k: v for k, v in schema.items() if k != "$defs"}, defs)
 
 
-def _compact(node: Any, defs: dict[str, Any], lists: bool) -> Any:
+def _compact(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
-        return [_compact(item, defs, lists) for item in node]
+        return [_compact(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
-        target = _compact(defs[ref.removeprefix(_REF_PREFIX)], defs, lists)
-        siblings = {k: _compact(v, defs, lists) for k, v in node.items() if k not in ("$ref", "title")}
+        target = _compact(defs[ref.removeprefix(_REF_PREFIX)], defs)
+        siblings = {k: _compact(v, defs) for k, v in node.items() if k not in ("$ref", "title")}
         return {**target, **siblings}
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -41,10 +35,10 @@ def _compact(node: Any, defs: dict[str, Any], lists: bool) -> Any:
             continue
         if key in ("properties", "patternProperties"):
             # A mapping of names to schemas: the names are data, never keywords to drop.
-            out[key] = {name: _compact(sub, defs, lists) for name, sub in value.items()}
+            out[key] = {name: _compact(sub, defs) for name, sub in value.items()}
         else:
-            out[key] = _compact(value, defs, lists)
-    return _collapse_nullable(out) if lists else out
+            out[key] = _compact(value, defs)
+    return _collapse_nullable(out)
 
 
 def _collapse_nullable(node: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,16 @@ VideoIds = Annotated[
 ]
 
 
+# Every argument has one JSON type and no null (tests/test_portability.py): the agent frameworks convert these
+# schemas for their providers, and each nullable form breaks one of them. A type list (`[integer, null]`)
+# becomes STRING through the Gemini converters (the model then sends "3"); `anyOf` with null leaves
+# smolagents (mcpadapt) with a STRING argument that refuses both null and integers. So an optional argument
+# has a default of its own type that means "not set", which frameworks that declare every argument required
+# (smolagents, OpenAI strict schemas) let the model send back unchanged.
+NO_LOWER_CAP = 100_000  # max_credits' default and maximum: at or above the per-call cap, it changes nothing
+ALL_PRODUCTS = 0  # top's default: no cap on the products shown
+
+
 def _integral(value: object) -> object:
     """`3.0` as 3: JSON Schema counts a number with no fraction as an integer, and some providers' converters
     and models send integers that way. Booleans and fractions stay as they are, for strict validation to
@@ -72,16 +82,23 @@ def _integral(value: object) -> object:
     return value
 
 
+def _unset_as(default: int) -> BeforeValidator:
+    """An integer argument that also takes null as its default (what the schema used to allow, and what some
+    clients send for an argument they leave out) and a number with no fraction as that integer."""
+    return BeforeValidator(lambda value: default if value is None else _integral(value))
+
+
 Integral = BeforeValidator(_integral)
 MaxCredits = Annotated[
-    int | None,
+    int,
     Field(
         ge=0,
-        le=100_000,
-        description="Optional lower credit cap for this call (never raises KEYAPI_MAX_CREDITS_PER_CALL). "
-        "0 = answer from cache only.",
+        le=NO_LOWER_CAP,
+        description="Lower credit cap for this call: it spends at most the smaller of this and "
+        f"KEYAPI_MAX_CREDITS_PER_CALL (never more). 0 = answer from cache only. Default {NO_LOWER_CAP}: the "
+        "server's cap applies.",
     ),
-    Integral,
+    _unset_as(NO_LOWER_CAP),
 ]
 PageNum = Annotated[
     int,
@@ -108,14 +125,15 @@ GroupBy = Annotated[
     ),
 ]
 Top = Annotated[
-    int | None,
+    int,
     Field(
-        ge=1,
+        ge=0,
         le=1000,
         description="Show only the top N products per video (group_by=product: the top N products) in the text; "
-        "the rest is named, and the structured result keeps everything. Default: all that fit the output budget.",
+        "the rest is named, and the structured result keeps everything. 0 (default): all that fit the output "
+        "budget.",
     ),
-    Integral,
+    _unset_as(ALL_PRODUCTS),
 ]
 SortByArg = Annotated[
     SortBy,
@@ -138,12 +156,12 @@ Refresh = Annotated[
 async def get_video_products(
     video_ids: VideoIds,
     ctx: Context[AppState],
-    max_credits: MaxCredits = None,
+    max_credits: MaxCredits = NO_LOWER_CAP,
     page_num: PageNum = 1,
     response_format: ResponseFormat = "concise",
     refresh: Refresh = False,
     group_by: GroupBy = "video",
-    top: Top = None,
+    top: Top = ALL_PRODUCTS,
     sort_by: SortByArg = "gmv",
 ) -> Annotated[CallToolResult, VideoProductsResult]:
     state = ctx.request_context.lifespan_context
@@ -176,7 +194,7 @@ async def get_video_products(
     structured = cap_structured(result, settings.max_structured_products, cache_ttl=settings.cache_ttl_seconds)
     if structured is not result:  # the text says so too (it is sized on its own, from every row)
         result = result.model_copy(update={"warnings": structured.warnings})
-    text = fit_text(result, max_tokens=settings.max_output_tokens, top=top)
+    text = fit_text(result, max_tokens=settings.max_output_tokens, top=top or None)
     # The text is the whole answer and, by default, the only content item: agent frameworks turn
     # `resource_link`s into file attachments (a keyapi:// URL no provider can fetch), and some keep only the
     # first item. The re-read URIs are in `resources` and one line of the text (docs/clients.md "Results").
@@ -263,7 +281,7 @@ def published(tool: Tool) -> Tool:
     tool.fn_metadata.arg_model = type(
         base.__name__, (base,), {"model_config": ConfigDict(extra="forbid", strict=True), "__module__": base.__module__}
     )
-    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False}, nullable_type_lists=False)
+    tool.parameters = compact_schema({**tool.parameters, "additionalProperties": False})
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
     return tool
