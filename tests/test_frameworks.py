@@ -52,6 +52,9 @@ REQUEST_ARGUMENTS = {"video_ids": ["9000000000000000001", "9000000000000000005"]
 class Framework:
     name: str  # the lock file and driver are requirements/<name>.txt and driver_<name>.py
     providers: tuple[str, ...]  # the provider request kinds the driver builds (fwcommon.provider_of)
+    # What the framework hands the model: the text content, or (Pydantic AI, whenever every content item is
+    # text) the structured result as JSON, which holds every product, not only the ones the text shows.
+    carries: str = "text"
 
     @property
     def lock(self) -> Path:
@@ -67,7 +70,7 @@ FRAMEWORKS = {
     for f in (
         Framework("langchain", ("openai_chat", "openai_chat_strict", "openai_responses", "anthropic", "gemini")),
         Framework("openai_agents", ("openai_responses", "openai_chat")),
-        Framework("pydantic_ai", ("openai_chat", "openai_responses", "anthropic", "gemini")),
+        Framework("pydantic_ai", ("openai_chat", "openai_responses", "anthropic", "gemini"), carries="structured"),
         Framework("llama_index", ("openai_chat",)),
         Framework("smolagents", ("openai_chat",)),
         Framework("fastmcp", ()),
@@ -200,21 +203,28 @@ def reports(
     return Reports()
 
 
-def facts(arguments: dict[str, Any], state_dir: Path) -> list[str]:
+def facts(arguments: dict[str, Any], state_dir: Path) -> dict[str, list[str]]:
     """What the server answers to a call, read through the SDK's own client: the facts the next provider
-    request must carry (its summary and product lines; the video lines say whether they came from the cache)."""
+    request must carry. In the text: its summary and product lines (the video lines say whether they came
+    from the cache); in the structured result: every product's id, units and GMV."""
 
-    async def answer() -> str:
+    async def answer() -> tuple[str, dict[str, Any]]:
         async with connect(make_settings(state_dir=state_dir), demo=True) as client:
-            return text_of(await client.call_tool(TOOL, arguments))
+            result = await client.call_tool(TOOL, arguments)
+            return text_of(result), result.structured_content or {}
 
-    lines = anyio.run(answer).splitlines()
-    return [lines[1], *(line for line in lines if line.startswith("- "))]
+    text, structured = anyio.run(answer)
+    lines = text.splitlines()
+    products = [p for video in structured["videos"] for p in video["products"]]
+    return {
+        "text": [lines[1], *(line for line in lines if line.startswith("- "))],
+        "structured": [f"{p[k]}" for p in products for k in ("product_id", "units_sold", "gmv")],
+    }
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return {"facts": facts(REQUEST_ARGUMENTS, tmp_path_factory.mktemp("frameworks-reference"))}
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    return facts(REQUEST_ARGUMENTS, tmp_path_factory.mktemp("frameworks-reference"))
 
 
 def _failures(report: dict[str, Any]) -> str:
@@ -235,16 +245,9 @@ def _strings(value: Any) -> Iterator[tuple[str, str]]:
 
 
 def _declared(provider: str, body: dict[str, Any]) -> dict[str, Any]:
-    for tool in body.get("tools", []):
-        if provider == "gemini":
-            for declaration in tool.get("functionDeclarations", []):
-                if declaration["name"] == TOOL:
-                    return declaration.get("parameters") or declaration.get("parametersJsonSchema") or {}
-            continue
-        function = tool.get("function", tool)
-        if function.get("name") == TOOL:
-            return function.get("parameters") or function.get("input_schema") or {}
-    raise AssertionError(f"the {provider} request declares no {TOOL}: {json.dumps(body)[:2000]}")
+    from frameworks.fwcommon import declared_schema
+
+    return declared_schema(provider, body)
 
 
 def _types(schema: dict[str, Any]) -> set[str]:
@@ -298,14 +301,14 @@ def test_integer_arguments_reach_the_provider_as_integers(
 
 
 @pytest.mark.parametrize(("name", "transport", "provider"), PROVIDER_CASES)
-def test_the_next_provider_request_carries_the_whole_text_answer_and_no_unfetchable_url(
-    reports: dict[str, dict[str, Any]], reference: dict[str, Any], name: str, transport: str, provider: str
+def test_the_next_provider_request_carries_the_whole_answer_and_no_unfetchable_url(
+    reports: dict[str, dict[str, Any]], reference: dict[str, list[str]], name: str, transport: str, provider: str
 ) -> None:
     step = reports[name]["steps"].get(f"{transport}.{provider}")
     assert step, _failures(reports[name])
     body = step["request"]
     dumped = json.dumps(body)
-    for fact in reference["facts"]:
+    for fact in reference[FRAMEWORKS[name].carries]:
         assert json.dumps(fact)[1:-1] in dumped, f"{fact!r} is not in the request after the result"
     assert "[invalid_input]" not in dumped
     links = [(key, value) for key, value in _strings(body) if value.startswith("keyapi://")]
@@ -463,10 +466,10 @@ def test_the_docs_example_runs_as_shown(
         )
         assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
         if name == "fastmcp":
-            assert all(fact in run.stdout for fact in expected), run.stdout
+            assert all(fact in run.stdout for fact in expected["text"]), run.stdout
             return
         assert run.stdout.strip().splitlines()[-1] == "done", run.stdout
         requests = [body for bodies in stub.requests.values() for body in bodies]
         dumped = json.dumps(requests[-1] if name != "smolagents" else requests)
-        for fact in expected:
+        for fact in expected[FRAMEWORKS[name].carries]:
             assert json.dumps(fact)[1:-1] in dumped, f"{fact!r} is not in the request after the result"

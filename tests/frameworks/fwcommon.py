@@ -85,13 +85,17 @@ def call_arguments(description: str) -> dict[str, Any]:
     return {"video_ids": [ids[1], ids[-1]], "top": 2}
 
 
+# Where a Gemini function declaration holds its parameters, as the SDKs serialize it.
+GEMINI_PARAMETERS = ("parameters", "parametersJsonSchema", "parameters_json_schema")
+
+
 def declared_schema(provider: str, body: dict[str, Any]) -> dict[str, Any]:
     """The tool's parameter schema in a provider request the SDK serialized."""
     for tool in body.get("tools", []):
         if provider == "gemini":
             for declaration in tool.get("functionDeclarations", []):
                 if declaration["name"] == TOOL:
-                    return declaration.get("parameters") or declaration.get("parametersJsonSchema") or {}
+                    return next((declaration[k] for k in GEMINI_PARAMETERS if declaration.get(k)), {})
             continue
         function = tool.get("function", tool)  # chat completions nest it; responses and anthropic do not
         if function.get("name") == TOOL:
