@@ -19,7 +19,6 @@ Outside CI an environment that cannot be built (no registry access) skips these 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -76,6 +75,26 @@ FRAMEWORKS = {
         Framework("fastmcp", ()),
     )
 }
+DOCS = REPO / "docs" / "clients.md"
+DOC_TITLES = {
+    "langchain": "LangChain",
+    "openai_agents": "OpenAI Agents SDK",
+    "pydantic_ai": "Pydantic AI",
+    "llama_index": "LlamaIndex",
+    "smolagents": "smolagents",
+    "fastmcp": "FastMCP client",
+}
+DOC_VIDEO = "9000000000000000001"  # the video the examples ask about
+
+
+def doc_example(title: str) -> str:
+    match = re.search(
+        rf"^### {re.escape(title)}\n\n```python\n(.*?)^```", DOCS.read_text(encoding="utf-8"), re.M | re.S
+    )
+    assert match, f"docs/clients.md has no example under ### {title}"
+    return match.group(1)
+
+
 TRANSPORTS = ("stdio", "http")
 OUTCOMES = (pytest.skip.Exception, pytest.fail.Exception)
 
@@ -149,55 +168,138 @@ def pythons() -> dict[str, Path]:
     return Pythons()
 
 
-@pytest.fixture(scope="module")
-def reports(
-    pythons: dict[str, Path], demo_server: tuple[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, dict[str, Any]]:
-    """Each framework's report. On first use every environment is built and then all drivers run at once
-    (they mostly wait on imports and processes, so together they take about as long as the slowest)."""
-    url, env = demo_server
-    home = tmp_path_factory.mktemp("frameworks-home")
-    request = json.dumps(
-        {"command": str(Path(sys.executable).parent / "keyapi-mcp"), "args": ["--demo"], "env": env, "http_url": url}
-    )
-    outcomes: dict[str, Callable[[], dict[str, Any]]] = {}
+@dataclass(frozen=True)
+class Example:
+    """docs/clients.md's example for one framework, as it ran: its output and the provider requests it made."""
 
-    def drive(name: str) -> Callable[[], dict[str, Any]]:
-        try:
-            python = pythons[name]
-        except OUTCOMES as exc:  # an environment that cannot be built: its tests skip or fail with the reason
-            failure = exc
+    run: subprocess.CompletedProcess[str]
+    requests: list[dict[str, Any]]
 
-            def reraise() -> dict[str, Any]:
-                raise failure
 
-            return reraise
+def _run_example(name: str, python: Path, workdir: Path) -> Example:
+    """The example, verbatim, in its framework's environment: `keyapi-mcp` on PATH is this checkout's, and the
+    provider SDK finds the stub through its usual environment variables (OPENAI_BASE_URL)."""
+    from frameworks.fwcommon import DUMMY_KEY, ProviderStub, as_declared
+
+    script = workdir / "example.py"
+    script.write_text(doc_example(DOC_TITLES[name]), encoding="utf-8")
+    (workdir / "home").mkdir()
+    with ProviderStub() as stub:
+        steps: list[Any] = [(TOOL, as_declared({"video_ids": [DOC_VIDEO]}))]
+        if name == "smolagents":  # its agents end only through their final_answer tool
+            steps.append(("final_answer", {"answer": "done"}))
+        for provider in ("openai_chat", "openai_responses"):
+            stub.script(provider, *steps)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(workdir / "home"),
+            "OPENAI_API_KEY": DUMMY_KEY,
+            "OPENAI_BASE_URL": f"{stub.url}/v1",
+            "OPENAI_API_BASE": f"{stub.url}/v1",  # llama-index's OpenAI reads this name instead
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",  # its default exporter would send the trace to the provider
+        }
         run = subprocess.run(
-            [str(python), str(FRAMEWORKS[name].driver), request],
-            env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
-            cwd=home,
+            [str(python), str(script)],
+            env=env,
+            cwd=workdir,
             capture_output=True,
             text=True,
             timeout=DRIVER_TIMEOUT,
             stdin=subprocess.DEVNULL,
             check=False,
         )
+        return Example(run, [body for bodies in stub.requests.values() for body in bodies])
 
-        def report() -> dict[str, Any]:
-            assert run.returncode == 0, f"the {name} driver failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
-            return {**json.loads(run.stdout.strip().splitlines()[-1]), "stderr": run.stderr}
 
-        return report
+@dataclass
+class Runs:
+    """Every framework's driver report and docs example, produced together on first use: every environment
+    is built (one at a time: uv already installs in parallel), then all drivers and examples run at once (they
+    mostly wait on imports and processes, so together they take about as long as the slowest few)."""
+
+    pythons: dict[str, Path]
+    request: str
+    home: Path
+    workdirs: Path
+    outcomes: dict[tuple[str, str], Callable[[], Any]]
+
+    def _python(self, name: str) -> Path | BaseException:
+        try:
+            return self.pythons[name]
+        except OUTCOMES as exc:  # an environment that cannot be built: its tests skip or fail with the reason
+            return exc
+
+    def _drive(self, name: str) -> dict[str, Any]:
+        python = self._python(name)
+        if isinstance(python, BaseException):
+            raise python
+        run = subprocess.run(
+            [str(python), str(FRAMEWORKS[name].driver), self.request],
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.home)},
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert run.returncode == 0, f"the {name} driver failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+        return {**json.loads(run.stdout.strip().splitlines()[-1]), "stderr": run.stderr}
+
+    def _example(self, name: str) -> Example:
+        python = self._python(name)
+        if isinstance(python, BaseException):
+            raise python
+        workdir = self.workdirs / name
+        workdir.mkdir()
+        return _run_example(name, python, workdir)
+
+    def _start(self) -> None:
+        for framework in FRAMEWORKS:
+            self._python(framework)
+        jobs = [(kind, name) for kind in ("report", "example") for name in FRAMEWORKS]
+        work = {"report": self._drive, "example": self._example}
+
+        def outcome(job: tuple[str, str]) -> Callable[[], Any]:
+            try:
+                value = work[job[0]](job[1])
+            except BaseException as exc:  # reported by the tests that need it, not by the first one to ask
+                failure = exc
+
+                def reraise() -> Any:
+                    raise failure
+
+                return reraise
+            return lambda: value
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            self.outcomes.update(zip(jobs, pool.map(outcome, jobs), strict=True))
+
+    def get(self, kind: str, name: str) -> Any:
+        if not self.outcomes:
+            self._start()
+        return self.outcomes[kind, name]()
+
+
+@pytest.fixture(scope="module")
+def runs(
+    pythons: dict[str, Path], demo_server: tuple[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Runs:
+    url, env = demo_server
+    request = json.dumps(
+        {"command": str(Path(sys.executable).parent / "keyapi-mcp"), "args": ["--demo"], "env": env, "http_url": url}
+    )
+    home, workdirs = tmp_path_factory.mktemp("frameworks-home"), tmp_path_factory.mktemp("frameworks-examples")
+    return Runs(pythons, request, home, workdirs, {})
+
+
+@pytest.fixture(scope="module")
+def reports(runs: Runs) -> dict[str, dict[str, Any]]:
+    """Each framework's driver report."""
 
     class Reports(dict[str, dict[str, Any]]):
         def __missing__(self, name: str) -> dict[str, Any]:
-            if not outcomes:
-                for framework in FRAMEWORKS:  # one at a time: uv already installs in parallel
-                    with contextlib.suppress(*OUTCOMES):
-                        pythons[framework]
-                with ThreadPoolExecutor(max_workers=len(FRAMEWORKS)) as pool:
-                    outcomes.update(zip(FRAMEWORKS, pool.map(drive, FRAMEWORKS), strict=True))
-            self[name] = outcomes[name]()
+            self[name] = runs.get("report", name)
             return self[name]
 
     return Reports()
@@ -401,25 +503,6 @@ def test_each_lock_file_holds_its_pins() -> None:
 # --------------------------------------------------------------------------------------------------------------
 # docs/clients.md's examples, run as shown
 
-DOCS = REPO / "docs" / "clients.md"
-DOC_TITLES = {
-    "langchain": "LangChain",
-    "openai_agents": "OpenAI Agents SDK",
-    "pydantic_ai": "Pydantic AI",
-    "llama_index": "LlamaIndex",
-    "smolagents": "smolagents",
-    "fastmcp": "FastMCP client",
-}
-DOC_VIDEO = "9000000000000000001"  # the video the examples ask about
-
-
-def doc_example(title: str) -> str:
-    match = re.search(
-        rf"^### {re.escape(title)}\n\n```python\n(.*?)^```", DOCS.read_text(encoding="utf-8"), re.M | re.S
-    )
-    assert match, f"docs/clients.md has no example under ### {title}"
-    return match.group(1)
-
 
 def test_the_docs_matrix_names_exactly_the_pinned_versions() -> None:
     docs = DOCS.read_text(encoding="utf-8")
@@ -429,47 +512,15 @@ def test_the_docs_matrix_names_exactly_the_pinned_versions() -> None:
 
 
 @pytest.mark.parametrize("name", list(FRAMEWORKS))
-def test_the_docs_example_runs_as_shown(
-    pythons: dict[str, Path], name: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """The example, verbatim, in its framework's environment: `keyapi-mcp` on PATH is this checkout's, and the
-    provider SDK reads the stub's address from its usual environment variables (OPENAI_BASE_URL)."""
-    from frameworks.fwcommon import DUMMY_KEY, ProviderStub, as_declared
-
-    script = tmp_path / "example.py"
-    script.write_text(doc_example(DOC_TITLES[name]), encoding="utf-8")
-    (tmp_path / "home").mkdir()
+def test_the_docs_example_runs_as_shown(runs: Runs, name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    example: Example = runs.get("example", name)
+    run = example.run
+    assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
     expected = facts({"video_ids": [DOC_VIDEO]}, tmp_path_factory.mktemp("docs-reference"))
-    with ProviderStub() as stub:
-        steps: list[Any] = [(TOOL, as_declared({"video_ids": [DOC_VIDEO]}))]
-        if name == "smolagents":  # its agents end only through their final_answer tool
-            steps.append(("final_answer", {"answer": "done"}))
-        for provider in ("openai_chat", "openai_responses"):
-            stub.script(provider, *steps)
-        env = {
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "HOME": str(tmp_path / "home"),
-            "OPENAI_API_KEY": DUMMY_KEY,
-            "OPENAI_BASE_URL": f"{stub.url}/v1",
-            "OPENAI_API_BASE": f"{stub.url}/v1",  # llama-index's OpenAI reads this name instead
-            "OPENAI_AGENTS_DISABLE_TRACING": "1",  # its default exporter would send the trace to the provider
-        }
-        run = subprocess.run(
-            [str(pythons[name]), str(script)],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=DRIVER_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
-        if name == "fastmcp":
-            assert all(fact in run.stdout for fact in expected["text"]), run.stdout
-            return
-        assert run.stdout.strip().splitlines()[-1] == "done", run.stdout
-        requests = [body for bodies in stub.requests.values() for body in bodies]
-        dumped = json.dumps(requests[-1] if name != "smolagents" else requests)
-        for fact in expected[FRAMEWORKS[name].carries]:
-            assert json.dumps(fact)[1:-1] in dumped, f"{fact!r} is not in the request after the result"
+    if name == "fastmcp":
+        assert all(fact in run.stdout for fact in expected["text"]), run.stdout
+        return
+    assert run.stdout.strip().splitlines()[-1] == "done", run.stdout
+    dumped = json.dumps(example.requests[-1] if name != "smolagents" else example.requests)
+    for fact in expected[FRAMEWORKS[name].carries]:
+        assert json.dumps(fact)[1:-1] in dumped, f"{fact!r} is not in the request after the result"
