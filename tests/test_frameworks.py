@@ -2,9 +2,9 @@
 
 Every framework gets its own virtual environment, built by uv from the pinned lock file in
 tests/frameworks/requirements/ (never the test environment: most of them pin `mcp<2`, and keyapi-mcp runs as its
-own process anyway). The environments are kept in `.venv-frameworks/`, one directory per lock file and
-interpreter (named by their hash), so a second run builds nothing; the wheels come through the user's uv
-cache, so a fresh clone on a machine that built them once (CI's) installs them again without downloading.
+own process anyway). The environments are kept in the user's cache directory (`ENVS`), one directory per lock
+file and interpreter (named by their hash), so a second run, from any clone on the machine, builds nothing;
+the wheels come through the user's uv cache.
 
 Each framework's driver (tests/frameworks/driver_*.py) runs once, in its environment, against the `--demo`
 server over stdio (the framework spawns this checkout's console script, with an explicit environment) and over
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import platformdirs
 import pytest
 from helpers import TOOL, connect, http_server_process, in_ci, make_settings, text_of
 from installs import REGISTRY_VARIABLES, uv_binary
@@ -40,7 +41,11 @@ from installs import REGISTRY_VARIABLES, uv_binary
 REPO = Path(__file__).resolve().parent.parent
 FRAMEWORKS_DIR = Path(__file__).resolve().parent / "frameworks"
 REQUIREMENTS = FRAMEWORKS_DIR / "requirements"
-ENVS = REPO / ".venv-frameworks"
+# Outside the checkout, so that every clone and worktree on a machine (CI's fresh clone each run included)
+# reuses the environments already built for the same lock file; KEYAPI_TEST_FRAMEWORK_ENVS moves them.
+ENVS = Path(
+    os.environ.get("KEYAPI_TEST_FRAMEWORK_ENVS") or platformdirs.user_cache_path("keyapi-mcp") / "test-frameworks"
+)
 BUILD_TIMEOUT = 900.0  # a cold uv cache downloads a few hundred MB of wheels
 DRIVER_TIMEOUT = 300.0
 REQUEST_ARGUMENTS = {"video_ids": ["9000000000000000001", "9000000000000000005"], "top": 2}  # fwcommon's choice
@@ -112,19 +117,19 @@ def framework_env(framework: Framework) -> Path:
 
     Built under a temporary name and renamed when complete, so an interrupted build is never reused (only
     `bin/python` is run, which finds its environment relative to itself, so the rename is safe)."""
-    key = hashlib.sha256(framework.lock.read_bytes() + sys.version.encode()).hexdigest()[:16]
+    interpreter = f"{sys.version}\n{os.path.realpath(sys.executable)}".encode()
+    key = hashlib.sha256(framework.lock.read_bytes() + interpreter).hexdigest()[:16]
     venv = ENVS / f"{framework.name}-{key}"
     if venv.is_dir():
         return venv / "bin" / "python"
     for stale in ENVS.glob(f"{framework.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    building = ENVS / f".building-{framework.name}-{key}"
-    shutil.rmtree(building, ignore_errors=True)
+    ENVS.mkdir(parents=True, exist_ok=True)
+    building = ENVS / f".building-{framework.name}-{key}-{os.getpid()}"
     python = building / "bin" / "python"
     for command in (
         [uv_binary(), "venv", "--quiet", "--python", sys.executable, str(building)],
-        # Bytecode compiled at install: otherwise the drivers' imports are most of their run time.
-        [uv_binary(), "pip", "sync", "--quiet", "--compile-bytecode", "--python", str(python), str(framework.lock)],
+        [uv_binary(), "pip", "sync", "--quiet", "--python", str(python), str(framework.lock)],
     ):
         done = subprocess.run(
             command,
@@ -136,11 +141,16 @@ def framework_env(framework: Framework) -> Path:
             check=False,
         )
         if done.returncode != 0:
+            shutil.rmtree(building, ignore_errors=True)
             reason = f"cannot build the {framework.name} environment ({' '.join(command[1:3])}): {done.stderr[-2000:]}"
             if in_ci():
                 pytest.fail(reason)
             pytest.skip(reason)
-    building.rename(venv)
+    try:
+        building.rename(venv)
+    except OSError:  # another test run built it meanwhile: use that one
+        shutil.rmtree(building, ignore_errors=True)
+        assert venv.is_dir(), f"could not move {building} to {venv}"
     return venv / "bin" / "python"
 
 
