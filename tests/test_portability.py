@@ -50,6 +50,7 @@ PORTABLE_KEYWORDS = {
     "maxItems",
     "minLength",
     "maxLength",
+    "pattern",
 }
 TYPES = {"string", "integer", "number", "boolean", "array", "object"}
 

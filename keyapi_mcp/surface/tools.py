@@ -257,7 +257,7 @@ Cost: {describe_cost(settings)}
 A PARTIAL answer covers only what was fetched; continue with the call its last line names. The text stays \
 under {settings.max_output_tokens or "no"} tokens; what it leaves out is named."""
     if demo_ids:
-        text += f"\n\nDEMO MODE: sample data, no credits. Videos with products: {', '.join(demo_ids)}."
+        text += f"\n\nDEMO: sample data, no credits. Videos with products: {', '.join(demo_ids)}."
     return text
 
 
