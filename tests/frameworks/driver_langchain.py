@@ -6,10 +6,9 @@ The same code as docs/clients.md's LangChain section, with the provider pointed 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments
+from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments, drive
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_google_genai import ChatGoogleGenerativeAI
@@ -91,14 +90,5 @@ async def run_session(tools: list[Any], transport: str, report: Report, stub: Pr
     await report.step(f"{transport}.error", error_result)
 
 
-async def main() -> None:
-    request = Request.from_argv()
-    report = Report("langchain")
-    with ProviderStub() as stub:
-        for transport in request.transports:
-            await report.step(f"{transport}.session", lambda t=transport: run(request, t, report, stub))
-    report.emit()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    drive("langchain", run)

@@ -3,10 +3,9 @@ tool conversion (`ToolMetadata.to_openai_tool`) refuses descriptions over 1,024 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments
+from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments, drive
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.llms.openai import OpenAI
 from llama_index.tools.mcp import BasicMCPClient, McpToolSpec
@@ -39,14 +38,5 @@ async def run(request: Request, transport: str, report: Report, stub: ProviderSt
         await report.step(f"{transport}.openai_chat{case}", next_request)
 
 
-async def main() -> None:
-    request = Request.from_argv()
-    report = Report("llama-index")
-    with ProviderStub() as stub:
-        for transport in request.transports:
-            await report.step(f"{transport}.session", lambda t=transport: run(request, t, report, stub))
-    report.emit()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    drive("llama-index", run)

@@ -3,11 +3,10 @@ Anthropic and Google models; the agent's own loop calls the tool and sends the r
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastmcp.client.transports import StdioTransport
-from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments
+from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments, drive
 from pydantic_ai import Agent
 from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.models.anthropic import AnthropicModel
@@ -58,14 +57,5 @@ async def run(request: Request, transport: str, report: Report, stub: ProviderSt
                 await report.step(f"{transport}.{provider}{case}", next_request)
 
 
-async def main() -> None:
-    request = Request.from_argv()
-    report = Report("pydantic-ai")
-    with ProviderStub() as stub:
-        for transport in request.transports:
-            await report.step(f"{transport}.session", lambda t=transport: run(request, t, report, stub))
-    report.emit()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    drive("pydantic-ai", run)

@@ -4,11 +4,10 @@ text answer."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments
+from fwcommon import BAD_ID, DUMMY_KEY, TOOL, ProviderStub, Report, Request, as_declared, call_arguments, drive
 from mcp import StdioServerParameters
 from smolagents import MCPClient, OpenAIModel, ToolCallingAgent
 
@@ -53,14 +52,5 @@ async def run(request: Request, transport: str, report: Report, stub: ProviderSt
             await report.step(f"{transport}.openai_chat{case}", next_request)
 
 
-async def main() -> None:
-    request = Request.from_argv()
-    report = Report("smolagents")
-    with ProviderStub() as stub:
-        for transport in request.transports:
-            await report.step(f"{transport}.session", lambda t=transport: run(request, t, report, stub))
-    report.emit()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    drive("smolagents", run)

@@ -356,3 +356,18 @@ class ProviderStub:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def drive(framework: str, run: Callable[[Request, str, Report, ProviderStub], Awaitable[None]]) -> None:
+    """A driver's whole run: one session per transport asked, against one provider stub, then the report."""
+    import asyncio
+
+    async def main() -> None:
+        request = Request.from_argv()
+        report = Report(framework)
+        with ProviderStub() as stub:
+            for transport in request.transports:
+                await report.step(f"{transport}.session", lambda t=transport: run(request, t, report, stub))
+        report.emit()
+
+    asyncio.run(main())
