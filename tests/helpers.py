@@ -7,6 +7,7 @@ among them the test API key and auth token that conftest.py's `no_secret_leaks` 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import socket
@@ -54,6 +55,11 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def in_ci() -> bool:
+    """Under CI (CI=true, as .ci/run is started) a test that cannot run its real part fails instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def free_port() -> int:

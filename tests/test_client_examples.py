@@ -15,6 +15,7 @@ import pytest
 from installs import PLACEHOLDER_KEY, REPO, is_placeholder_key
 
 from keyapi_mcp.config import ENV_PREFIX, Settings
+from scripts.public_home import home
 
 EXAMPLES = REPO / "examples" / "clients"
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -96,4 +97,4 @@ def test_no_example_holds_anything_shaped_like_a_real_key():
 
 def test_the_readme_links_every_client_snippet():
     for path in EXAMPLES.iterdir():
-        assert f"https://github.com/keyapi/keyapi-mcp/blob/main/examples/clients/{path.name}" in README, path.name
+        assert f"{home()}/blob/main/examples/clients/{path.name}" in README, path.name

@@ -209,6 +209,29 @@ async def test_an_mcp_client_with_a_wrong_token_cannot_call_any_tool(no_secret_l
     assert statuses and set(statuses) == {401}
 
 
+OAUTH_DISCOVERY = [
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-protected-resource/mcp",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/oauth-authorization-server/mcp",
+    "/.well-known/openid-configuration",
+]
+
+
+@pytest.mark.parametrize("token", [TEST_AUTH_TOKEN, None], ids=["bearer-token", "loopback-without-token"])
+def test_oauth_discovery_answers_404_when_oauth_is_off(token: str | None):
+    """A client probing for OAuth (mcp-use does, before connecting) learns there is none, instead of a 401 it
+    reports as a failed OAuth discovery; /mcp still wants the token."""
+    settings = http_settings(mcp_auth_token=token)
+    with TestClient(build_http_app(build_server(settings, demo=True), settings)) as client:
+        for path in OAUTH_DISCOVERY:
+            for headers in ({}, bearer(token) if token else {}):
+                response = client.get(path, headers=headers)
+                assert response.status_code == 404, (path, response.status_code, response.text)
+        if token:
+            assert client.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS).status_code == 401
+
+
 def test_websocket_upgrades_are_refused_even_with_the_token():
     settings = http_settings()
     app = build_http_app(build_server(settings, demo=True), settings)

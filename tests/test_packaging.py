@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from keyapi_mcp.upstream.demo import DOCUMENTED_VIDEO_ID
+from scripts.public_home import home
 
 PROCESS_TIMEOUT = 30.0
 UVX_TIMEOUT = 180.0  # uvx installs the wheel's dependencies into its own environment first
@@ -54,7 +56,7 @@ def test_the_wheel_holds_only_the_package_and_its_metadata(dist: Dist):
     assert metadata["Requires-Python"] == ">=3.11"
     assert metadata["Summary"] and metadata["Author"] and metadata["Keywords"]
     urls = dict(value.split(", ", 1) for value in metadata.get_all("Project-URL"))
-    assert urls["Repository"] == "https://github.com/keyapi/keyapi-mcp"
+    assert urls["Repository"] == home()  # the one place the assumed public home is stated
     classifiers = metadata.get_all("Classifier")
     assert "Programming Language :: Python :: 3.11" in classifiers
     assert not [c for c in classifiers if c.startswith("License ::")]  # the SPDX expression replaces them
@@ -104,13 +106,32 @@ async def test_the_installed_wheel_serves_a_tool_call_over_stdio(
     assert [r["auth"] for r in fake_upstream.fake.requests] == [f"Bearer {TEST_API_KEY}"]
 
 
+def readme_wheel_command() -> list[str]:
+    """The README's command that works before publication: uvx running the wheel built in a clone."""
+    (line,) = [line for line in README.splitlines() if line.startswith("uvx --from dist/")]
+    return shlex.split(line.split("#", 1)[0])
+
+
+def test_every_prepublication_snippet_names_the_wheel_of_this_version():
+    wheel = f"keyapi_mcp-{VERSION}-py3-none-any.whl"
+    files = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "examples" / "clients").iterdir()]
+    named = {
+        (path.name, name) for path in files for name in re.findall(r"keyapi_mcp-[^\s\"'/\]]*\.whl", path.read_text())
+    }
+    assert named and {name for _, name in named} == {wheel}, named
+    assert readme_wheel_command()[:3] == ["uvx", "--from", f"dist/{wheel}"]
+
+
 @pytest.mark.anyio
 async def test_uvx_runs_the_built_wheel_in_demo_mode(
     dist: Dist, uv_session_env: dict[str, str], tmp_path: Path, no_secret_leaks: list[str]
 ):
+    """The README's pre-publication command, with the wheel this session built in place of dist/."""
     env = {**uv_session_env, "KEYAPI_STATE_DIR": str(tmp_path / "state")}
+    command = readme_wheel_command()
+    assert Path(command[2]).name == dist.wheel.name
     params = StdioServerParameters(
-        command=uvx_binary(), args=["--from", str(dist.wheel), "keyapi-mcp", "--demo"], env=env, cwd=tmp_path
+        command=uvx_binary(), args=["--from", str(dist.wheel), *command[3:]], env=env, cwd=tmp_path
     )
     with (tmp_path / "stderr.txt").open("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=UVX_TIMEOUT) as client:

@@ -56,7 +56,7 @@ async def test_the_usage_resource_is_the_usage_tools_structured_result(fake_upst
     assert CreditUsage.model_validate_json(content.text).spent_today == 1  # type: ignore[union-attr]
 
 
-async def test_a_fetched_video_is_linked_and_re_read_for_free_without_any_upstream_request(
+async def test_a_fetched_video_is_named_and_re_read_for_free_without_any_upstream_request(
     fake_upstream: FakeUpstreamServer,
 ):
     async with connect(make_settings(fake_upstream.url)) as client:
@@ -64,14 +64,16 @@ async def test_a_fetched_video_is_linked_and_re_read_for_free_without_any_upstre
             TOOL, {"video_ids": [DOCUMENTED_VIDEO_ID, TWELVE_ROWS, NO_PRODUCTS], "response_format": "detailed"}
         )
         requests = len(fake_upstream.fake.requests)
-        reads = {uri: await client.read_resource(uri) for uri in links_of(answer)}
+        reads = {uri: await client.read_resource(uri) for uri in parsed(answer).resources}
         usage = await client.call_tool("get_credit_usage", {})
     assert len(fake_upstream.fake.requests) == requests  # reading never calls upstream
     assert usage.structured_content["spent_today"] == parsed(answer).credits.spent  # type: ignore[index]
     result = parsed(answer)
-    # One link per video returned (not for the id without products), in the answer's order.
-    assert links_of(answer) == [f"keyapi://videos/{v.video_id}" for v in result.videos]
-    assert all(block.mime_type == "application/json" for block in answer.content[1:])  # type: ignore[union-attr]
+    # One URI per video returned (not for the id without products), in the answer's order; by default in the
+    # structured result and one line of the text, with the text the only content item (docs/clients.md).
+    assert result.resources == [f"keyapi://videos/{v.video_id}" for v in result.videos]
+    assert links_of(answer) == [] and len(answer.content) == 1
+    assert "re-read free while cached: keyapi://videos/{video_id} for each video above" in text_of(answer)
     for video in result.videos:
         read = reads[f"keyapi://videos/{video.video_id}"]
         cached = VideoOut.model_validate_json(read.contents[0].text)  # type: ignore[union-attr]
@@ -105,21 +107,30 @@ async def test_reading_a_video_that_is_not_cached_is_a_not_found_error_and_spend
     assert not_an_id.value.error.message.startswith("[invalid_input] ")
 
 
+async def test_with_resource_links_on_each_named_video_is_also_a_resource_link(fake_upstream: FakeUpstreamServer):
+    async with connect(make_settings(fake_upstream.url, resource_links=True)) as client:
+        answer = await client.call_tool(TOOL, {"video_ids": [DOCUMENTED_VIDEO_ID, TWELVE_ROWS, NO_PRODUCTS]})
+    assert links_of(answer) == parsed(answer).resources and len(parsed(answer).resources) == 2
+    assert all(block.mime_type == "application/json" for block in answer.content[1:])  # type: ignore[union-attr]
+    assert answer.content[0].type == "text"  # the whole answer stays first, for clients that keep only it
+
+
 async def test_with_the_cache_off_answers_carry_no_links_and_reads_say_why(fake_upstream: FakeUpstreamServer):
-    async with connect(make_settings(fake_upstream.url, cache_ttl_seconds=0)) as client:
+    async with connect(make_settings(fake_upstream.url, cache_ttl_seconds=0, resource_links=True)) as client:
         answer = await client.call_tool(TOOL, {"video_ids": [THREE_ROWS]})
         with pytest.raises(MCPError) as error:
             await client.read_resource(f"keyapi://videos/{THREE_ROWS}")
-    assert parsed(answer).videos and links_of(answer) == []
+    assert parsed(answer).videos and links_of(answer) == [] and parsed(answer).resources == []
+    assert "re-read free" not in text_of(answer)
     assert "KEYAPI_CACHE_TTL_SECONDS=0" in error.value.error.message
 
 
-async def test_an_incomplete_answer_links_only_its_complete_videos(fake_upstream: FakeUpstreamServer):
-    async with connect(make_settings(fake_upstream.url, max_credits_per_call=1)) as client:
+async def test_an_incomplete_answer_names_only_its_complete_videos(fake_upstream: FakeUpstreamServer):
+    async with connect(make_settings(fake_upstream.url, max_credits_per_call=1, resource_links=True)) as client:
         answer = await client.call_tool(TOOL, {"video_ids": [TWELVE_ROWS]})
     result = parsed(answer)
     assert not result.complete and result.pending_ids == [TWELVE_ROWS]
-    assert links_of(answer) == []
+    assert links_of(answer) == [] and result.resources == []
     assert "INCOMPLETE" in text_of(answer)
 
 
@@ -190,7 +201,7 @@ async def test_the_demo_flow_a_prompt_exact_totals_and_a_free_re_read():
         assert 'group_by="product", top=5' in prompt.messages[0].content.text  # type: ignore[union-attr]
         answer = await client.call_tool(TOOL, {"video_ids": DEMO, "group_by": "product", "top": 5})
         spent = parsed(answer).credits.spent_today
-        read = await client.read_resource(links_of(answer)[0])
+        read = await client.read_resource(parsed(answer).resources[0])
         usage = await client.read_resource("keyapi://usage")
     assert spent > 0
     assert json.loads(usage.contents[0].text)["spent_today"] == spent  # type: ignore[union-attr]

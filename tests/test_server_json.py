@@ -8,6 +8,8 @@ import json
 import jsonschema
 from installs import REPO, VERSION, user_settings
 
+from scripts.public_home import home, mcp_name
+
 SERVER = json.loads((REPO / "server.json").read_text(encoding="utf-8"))
 # CI puts the shared directory beside the clone: a byte copy of the published 2025-12-11 schema.
 SCHEMA_PATH = REPO.parent / "shared" / "schemas" / "server.schema.json"
@@ -24,7 +26,7 @@ def test_server_json_validates_against_the_registry_schema():
 
 
 def test_server_json_describes_the_pypi_package_run_with_uvx_over_stdio():
-    assert SERVER["name"] == "io.github.keyapi/keyapi-mcp"
+    assert SERVER["name"] == mcp_name(home())
     assert len(SERVER["description"]) <= 100
     assert SERVER["version"] == VERSION
     (package,) = SERVER["packages"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fakes import synthetic_dataset
-from helpers import TOOL, connect, links_of, make_settings, parsed, text_of
+from helpers import TOOL, connect, make_settings, parsed, text_of
 
 from bench.tokens import count_tokens
 from keyapi_mcp.config import load_settings
@@ -92,7 +92,7 @@ async def test_a_50_video_detailed_answer_fits_the_budget_and_names_what_it_left
     assert (rows, videos) == (sum(omitted.values()), len(omitted))
     assert all(listed[v.video_id] == min(top, len(v.products)) for v in result.videos)
     assert "keyapi://videos/" in text
-    assert len(links_of(answer)) == 50  # each video re-readable for free
+    assert len(parsed(answer).resources) == 50  # each video re-readable for free
 
 
 async def test_top_shows_that_many_products_per_video_and_says_which_videos_have_more():

@@ -69,7 +69,8 @@ def main(case: str, megabytes: int = 50) -> None:
     )
     for raw in done.stdout.splitlines():
         message = json.loads(raw)
-        print(message.get("id"), "error" if "error" in message else "result", json.dumps(message.get("error", ""))[:120])
+        kind = "error" if "error" in message else "result"
+        print(message.get("id"), kind, json.dumps(message.get("error", ""))[:120])
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
     print(f"exit {done.returncode} after {time.monotonic() - started:.2f} s; child peak RSS {peak} MB")
 

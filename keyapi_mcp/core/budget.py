@@ -18,6 +18,14 @@ log = logging.getLogger(__name__)
 # With KEYAPI_MAX_CREDITS_PER_CALL unset, the cap grows with the ids asked so that the 50 videos a call accepts
 # fit one call: 1 credit + 3 per 10 videos (3 product rows per video, above what a typical video carries).
 ROWS_PER_VIDEO = 3
+NO_LOWER_CAP = 100_000  # max_credits' default and schema maximum: "not set"
+
+
+def explicit_cap(max_credits: int | None) -> int | None:
+    """`max_credits` as the caller meant it: None where it was left unset. Its default is NO_LOWER_CAP rather
+    than null (frameworks that declare every argument required send the default back unchanged), and that
+    default must not read as a request to spend up to the consent ceiling."""
+    return None if max_credits is None or max_credits >= NO_LOWER_CAP else max_credits
 
 
 def sized_cap(ids_asked: int, floor: int) -> int:
@@ -68,11 +76,13 @@ class CallLimits:
 
     def requested(self, max_credits: int | None, ids_asked: int) -> int:
         """The cap a call asks for: its `max_credits` (default: its base cap), within the ceiling."""
+        max_credits = explicit_cap(max_credits)
         wanted = self.base_cap(ids_asked) if max_credits is None else max_credits
         return min(wanted, self.ceiling(ids_asked))
 
     def cap_for(self, max_credits: int | None, ids_asked: int = 0, consented: int | None = None) -> tuple[int, str]:
         """This call's cap and where it comes from. Without consent it never exceeds the free cap."""
+        max_credits = explicit_cap(max_credits)
         if consented is not None:
             return min(consented, self.requested(max_credits, ids_asked)), (
                 f"the user's consent to spend up to {consented} credits"

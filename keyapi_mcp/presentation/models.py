@@ -145,6 +145,11 @@ class VideoProductsResult(BaseModel):
     product_totals: list[ProductTotal] | None = None
     videos_asked: int | None = Field(default=None, description="Distinct videos asked for in this call.")
     sort_by: str | None = Field(default=None, description="The measure lists are ranked by (highest first).")
+    resources: list[str] = Field(
+        default_factory=list,
+        description="keyapi://videos/<id> of each answered video whose complete product list is cached: "
+        "resources/read it for free while it stays cached.",
+    )
 
 
 class GroupProduct(BaseModel):

@@ -193,6 +193,8 @@ def _tail_lines(result: VideoProductsResult, left_out: list[str]) -> list[str]:
     if result.warnings:
         lines.append("warnings: " + "; ".join(result.warnings))
     lines.extend(left_out)
+    if result.resources and not left_out:  # a left-out line already says where the full lists are
+        lines.append(_reread_line(result))
     lines.append(credit_line(result.credits))
     if result.credits.low_balance:
         lines.append(f"LOW BALANCE: {result.credits.low_balance}")
@@ -203,6 +205,14 @@ def _tail_lines(result: VideoProductsResult, left_out: list[str]) -> list[str]:
             args += f", page_num={result.next_page_num}"
         lines.append(f"INCOMPLETE: pending {','.join(ids)}. Continue with get_video_products({args}).")
     return lines
+
+
+def _reread_line(result: VideoProductsResult) -> str:
+    """Where the cached videos can be read again at no cost (the resource URIs, as one line of text)."""
+    if len(result.resources) == 1:
+        return f"re-read free while cached: {result.resources[0]}"
+    which = "each video above" if len(result.resources) == len(result.videos) else f"{len(result.resources)} videos"
+    return f"re-read free while cached: {VIDEO_URI_TEMPLATE} for {which}"
 
 
 def render_text(result: VideoProductsResult, view: TextView = FULL_VIEW) -> str:

@@ -26,7 +26,7 @@ from keyapi_mcp.presentation.models import GroupComparisonResult
 from keyapi_mcp.surface.app import icons
 from keyapi_mcp.surface.caller import current_caller
 from keyapi_mcp.surface.state import AppState
-from keyapi_mcp.surface.tools import MaxCredits, Refresh, VideoIds, describe_cost, published
+from keyapi_mcp.surface.tools import NO_LOWER_CAP, MaxCredits, Refresh, VideoIds, describe_cost, published
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _named(groups: list[VideoGroup]) -> list[tuple[str, list[str]]]:
 async def compare_video_groups(
     groups: Groups,
     ctx: Context[AppState],
-    max_credits: MaxCredits = None,
+    max_credits: MaxCredits = NO_LOWER_CAP,
     top: GroupTop = 3,
     sort_by: GroupSortBy = "gmv",
     refresh: Refresh = False,

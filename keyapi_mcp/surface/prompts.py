@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
@@ -26,6 +26,7 @@ from mcp_types import (
     PromptReference,
     ResourceTemplateReference,
 )
+from pydantic import Field
 
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.core.text import short_echo
@@ -54,6 +55,14 @@ BUDGET_STEP = (
     "fetched earlier are free from the cache."
 )
 QUOTE_RULE = "Quote the tool's numbers (GMV currency is not stated upstream); do not add numbers up yourself."
+
+
+# Every argument described (prompts/list shows it to the user filling the prompt in; tests/test_portability.py).
+_IDS = "TikTok video ids or video URLs, separated by commas or spaces"
+VideoIdsArgument = Annotated[str, Field(description=f"{_IDS} (up to {MAX_VIDEO_IDS}).")]
+GroupA = Annotated[str, Field(description=f"The first group's {_IDS} (e.g. one creator's videos).")]
+GroupB = Annotated[str, Field(description=f"The second group's {_IDS}, compared with the first.")]
+TopN = Annotated[str, Field(description=f"How many products to list: a whole number from 1 to {MAX_TOP} (default 10).")]
 
 
 def invalid_argument(prompt: str, text: str) -> MCPError:
@@ -87,7 +96,7 @@ def _list(ids: list[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in ids) + "]"
 
 
-def analyze_video_commerce(video_ids: str) -> str:
+def analyze_video_commerce(video_ids: VideoIdsArgument) -> str:
     """Which products these TikTok videos sell, how well, and which videos convert best."""
     ids = _ids(video_ids, "video_ids", "analyze_video_commerce")
     return (
@@ -102,7 +111,7 @@ def analyze_video_commerce(video_ids: str) -> str:
     )
 
 
-def compare_videos(video_ids_a: str, video_ids_b: str) -> str:
+def compare_videos(video_ids_a: GroupA, video_ids_b: GroupB) -> str:
     """Compare two groups of TikTok videos (e.g. two creators) by units, GMV and products."""
     a = _ids(video_ids_a, "video_ids_a", "compare_videos")
     b = _ids(video_ids_b, "video_ids_b", "compare_videos")
@@ -117,7 +126,7 @@ def compare_videos(video_ids_a: str, video_ids_b: str) -> str:
     )
 
 
-def top_products(video_ids: str, n: str = "10") -> str:
+def top_products(video_ids: VideoIdsArgument, n: TopN = "10") -> str:
     """The best-selling products across a set of TikTok videos, with exact totals computed by the server."""
     top = _top(n)
     ids = _ids(video_ids, "video_ids", "top_products")

@@ -5,8 +5,9 @@
   (`keyapi_mcp.presentation.build.build_video`). Reading it makes no upstream request and spends no credit;
   a video that is not in the cache is a resource-not-found error (JSON-RPC -32602, SEP-2164) saying how to fetch it.
 
-Each `get_video_products` answer links its cached videos (`resource_link` content), so a client can attach
-or re-read them without another paid call.
+Each `get_video_products` answer names its cached videos' URIs (`resources` in the structured result and
+one line of the text; `resource_link` content too with KEYAPI_RESOURCE_LINKS=1), so a client can attach or
+re-read them without another paid call.
 """
 
 from __future__ import annotations
@@ -62,21 +63,27 @@ async def read_cached_video(state: AppState, video_id: str) -> VideoOut | None:
     return None if data is None else build_video(data, "detailed", state.service.store.now())[0]
 
 
-def video_links(result: VideoProductsResult, *, cache_ttl: int) -> list[ResourceLink]:
-    """A `resource_link` per video of the answer whose product list is complete in the cache (none when the
-    cache is off): the link must lead to a free read that succeeds."""
+def cached_video_uris(result: VideoProductsResult, *, cache_ttl: int) -> list[str]:
+    """The URI of each video of the answer whose product list is complete in the cache (none when the cache is
+    off): each must lead to a free read that succeeds."""
     if cache_ttl <= 0:
         return []
     pending = set(result.pending_ids)
+    return [video_uri(v.video_id) for v in result.videos if v.video_id not in pending]
+
+
+def video_links(result: VideoProductsResult) -> list[ResourceLink]:
+    """A `resource_link` per URI in `result.resources` (KEYAPI_RESOURCE_LINKS=1 only, see docs/clients.md)."""
+    videos = {video_uri(v.video_id): v for v in result.videos}
     return [
         ResourceLink(
-            uri=video_uri(v.video_id),
-            name=f"video {v.video_id}",
-            description=f"{len(v.products)} products, units {v.units_sold}, GMV {v.gmv}: cached, free to read",
+            uri=uri,
+            name=f"video {videos[uri].video_id}",
+            description=f"{len(videos[uri].products)} products, units {videos[uri].units_sold}, GMV "
+            f"{videos[uri].gmv}: cached, free to read",
             mime_type=JSON,
         )
-        for v in result.videos
-        if v.video_id not in pending
+        for uri in result.resources
     ]
 
 

@@ -5,6 +5,11 @@ pydantic emits `$defs` + `$ref`, `anyOf: [{type: X}, {type: null}]` for every op
 against the output schema (jsonschema resolves each `$ref` and tries each `anyOf` branch per value).
 Inlining references, writing nullable types as `type: [X, "null"]` and dropping the generated titles
 changes none of what validates — the tests check both forms accept and reject the same documents.
+
+Only output schemas have nullable fields (the tools' arguments have none, tests/test_portability.py says why).
+Their type lists are what a schema-portability check (the Inspector's) still warns about: they stay, because
+output schemas are only validated against, never converted into a provider's function format, and the lists
+are shorter to read and cheaper to validate than `anyOf`.
 """
 
 from __future__ import annotations

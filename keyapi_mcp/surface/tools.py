@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from keyapi_mcp.config import Settings
-from keyapi_mcp.core.budget import cap_sized_from_ids, sized_cap
+from keyapi_mcp.core.budget import NO_LOWER_CAP, cap_sized_from_ids, explicit_cap, sized_cap
 from keyapi_mcp.core.domain import PAGE_SIZE
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.errors import KeyAPIError
@@ -27,7 +27,7 @@ from keyapi_mcp.presentation.totals import with_product_totals
 from keyapi_mcp.surface.app import APP_TOOL, APP_TOOL_META, ProductsView, icons, note_quote, note_view
 from keyapi_mcp.surface.caller import current_caller
 from keyapi_mcp.surface.consent import ConsentArg, QuoteArg, cost_meta, failed, gate
-from keyapi_mcp.surface.resources import read_credit_usage, video_links
+from keyapi_mcp.surface.resources import cached_video_uris, read_credit_usage, video_links
 from keyapi_mcp.surface.schema import compact_schema
 from keyapi_mcp.surface.state import AppState
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_AGE_SECONDS = 2_592_000  # 30 days: the default max_age_seconds, i.e. whatever the cache holds
 
+# Under 2 KB (tests/test_portability.py): hosts cut longer instructions.
 INSTRUCTIONS = f"""\
 KeyAPI TikTok video commerce data. Calls cost paid KeyAPI credits (1 per upstream page of {PAGE_SIZE} product \
 rows), but repeated or overlapping questions are answered from a cache for free, so batch all the videos you \
@@ -66,15 +67,43 @@ VideoIds = Annotated[
         ),
     ),
 ]
+
+
+# Every argument has one JSON type and no null (tests/test_portability.py): the agent frameworks convert these
+# schemas for their providers, and each nullable form breaks one of them. A type list (`[integer, null]`)
+# becomes STRING through the Gemini converters (the model then sends "3"); `anyOf` with null leaves
+# smolagents (mcpadapt) with a STRING argument that refuses both null and integers. So an optional argument
+# has a default of its own type that means "not set", which frameworks that declare every argument required
+# (smolagents, OpenAI strict schemas) let the model send back unchanged.
+ALL_PRODUCTS = 0  # top's default: no cap on the products shown
+
+
+def _integral(value: object) -> object:
+    """`3.0` as 3: JSON Schema counts a number with no fraction as an integer, and some providers' converters
+    and models send integers that way. Booleans and fractions stay as they are, for strict validation to
+    refuse."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def _unset_as(default: int) -> BeforeValidator:
+    """An integer argument that also takes null as its default (what the schema used to allow, and what some
+    clients send for an argument they leave out) and a number with no fraction as that integer."""
+    return BeforeValidator(lambda value: default if value is None else _integral(value))
+
+
+Integral = BeforeValidator(_integral)
 MaxCredits = Annotated[
-    int | None,
+    int,
     Field(
         ge=0,
-        le=100_000,
-        description="Optional credit cap for this call. 0 = answer from cache only. Above the server's consent "
-        "threshold (and above KEYAPI_MAX_CREDITS_PER_CALL, up to KEYAPI_MAX_CREDITS_WITH_CONSENT) the user is "
-        "asked first.",
+        le=NO_LOWER_CAP,
+        description="Credit cap for this call. 0 = answer from cache only. Default "
+        f"{NO_LOWER_CAP}: the server's own cap (KEYAPI_MAX_CREDITS_PER_CALL). Above the consent threshold "
+        "(up to KEYAPI_MAX_CREDITS_WITH_CONSENT) the user is asked first.",
     ),
+    _unset_as(NO_LOWER_CAP),
 ]
 PageNum = Annotated[
     int,
@@ -84,6 +113,7 @@ PageNum = Annotated[
         description="Upstream page to start from. Leave at 1; use the next_page_num of an incomplete answer "
         "(with its pending ids) to continue it.",
     ),
+    Integral,
 ]
 ResponseFormat = Annotated[
     Literal["concise", "detailed"],
@@ -100,13 +130,15 @@ GroupBy = Annotated[
     ),
 ]
 Top = Annotated[
-    int | None,
+    int,
     Field(
-        ge=1,
+        ge=0,
         le=1000,
         description="Show only the top N products per video (group_by=product: the top N products) in the text; "
-        "the rest is named, and the structured result keeps everything. Default: all that fit the output budget.",
+        "the rest is named, and the structured result keeps everything. 0 (default): all that fit the output "
+        "budget.",
     ),
+    _unset_as(ALL_PRODUCTS),
 ]
 SortByArg = Annotated[
     SortBy,
@@ -148,12 +180,12 @@ async def get_video_products(
     ctx: Context[AppState],
     quote: QuoteArg,
     consent: ConsentArg,
-    max_credits: MaxCredits = None,
+    max_credits: MaxCredits = NO_LOWER_CAP,
     page_num: PageNum = 1,
     response_format: ResponseFormat = "concise",
     refresh: Refresh = False,
     group_by: GroupBy = "video",
-    top: Top = None,
+    top: Top = ALL_PRODUCTS,
     sort_by: SortByArg = "gmv",
     max_age_seconds: MaxAge = MAX_AGE_SECONDS,
     confirm: Confirm = "",
@@ -164,12 +196,12 @@ async def get_video_products(
     ids = normalize_video_ids(video_ids)
     given = {
         "video_ids": ids,
-        "max_credits": max_credits,
+        "max_credits": explicit_cap(max_credits),
         "page_num": page_num if page_num != 1 else None,
         "response_format": response_format if response_format != "concise" else None,
         "refresh": refresh or None,
         "group_by": group_by if group_by != "video" else None,
-        "top": top,
+        "top": top or None,
         "sort_by": sort_by if sort_by != "gmv" else None,
         "max_age_seconds": max_age_seconds if max_age_seconds != MAX_AGE_SECONDS else None,
     }
@@ -215,15 +247,17 @@ async def get_video_products(
     if group_by == "product":
         result = with_product_totals(result, sort_by)
     settings = state.settings
+    result = result.model_copy(update={"resources": cached_video_uris(result, cache_ttl=settings.cache_ttl_seconds)})
     structured = cap_structured(result, settings.max_structured_products, cache_ttl=settings.cache_ttl_seconds)
     if structured is not result:  # the text says so too (it is sized on its own, from every row)
         result = result.model_copy(update={"warnings": structured.warnings})
-    text = fit_text(result, max_tokens=settings.max_output_tokens, top=top)
+    text = fit_text(result, max_tokens=settings.max_output_tokens, top=top or None)
+    # The text is the whole answer and, by default, the only content item: agent frameworks turn
+    # `resource_link`s into file attachments (a keyapi:// URL no provider can fetch), and some keep only the
+    # first item. The re-read URIs are in `resources` and one line of the text (docs/clients.md "Results").
+    links = video_links(result) if settings.resource_links else []
     return CallToolResult(
-        content=[
-            TextContent(type="text", text=note_view(text, ctx)),
-            *video_links(result, cache_ttl=settings.cache_ttl_seconds),
-        ],
+        content=[TextContent(type="text", text=note_view(text, ctx)), *links],
         structured_content=structured.model_dump(mode="json", exclude_unset=True),
         meta=cost_meta(
             spent=result.credits.spent,
@@ -288,7 +322,7 @@ Cost: {describe_cost(settings)}
 A PARTIAL answer covers only what was fetched; continue with the call its last line names. The text stays \
 under {settings.max_output_tokens or "no"} tokens; what it leaves out is named."""
     if demo_ids:
-        text += f"\n\nDEMO MODE: sample data, no credits. Videos with products: {', '.join(demo_ids)}."
+        text += f"\n\nDEMO: sample data, no credits. Videos with products: {', '.join(demo_ids)}."
     return text
 
 
@@ -304,8 +338,9 @@ def published(tool: Tool) -> Tool:
     """Publish a tool that validates strictly and advertises compact schemas.
 
     Unknown arguments are rejected (a typo'd `refresh` must not silently serve a stale cache) and types are
-    strict (`max_credits: true`, `"1"` or `1.0` is no integer, `refresh: "yes"` no boolean): a coerced value
-    could spend a credit the model never meant to. Schemas are compacted (see `keyapi_mcp.surface.schema`).
+    strict (`max_credits: true`, `"1"` or `1.5` is no integer, `refresh: "yes"` no boolean): a coerced value
+    could spend a credit the model never meant to. The one exception is a number with no fraction where an
+    integer is expected (`3.0`, see `_integral`). Schemas are compacted (see `keyapi_mcp.surface.schema`).
     """
     base = tool.fn_metadata.arg_model
     tool.fn_metadata.arg_model = type(

@@ -64,6 +64,9 @@ HEALTH_PATH = "/healthz"
 KEEP_ALIVE_SECONDS = 5
 LISTEN_BACKLOG = 2048
 MIN_TOKEN_CHARS = 16
+# OAuth metadata (RFC 9728 protected resource, RFC 8414 authorization server, OpenID discovery), with or
+# without a path suffix: served by the SDK when OAuth is on, 404 otherwise.
+OAUTH_DISCOVERY_PREFIXES = ("/.well-known/oauth-", "/.well-known/openid-configuration")
 
 LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
 LOOPBACK_ORIGINS = [f"http://{host}" for host in LOOPBACK_HOSTS]
@@ -154,6 +157,19 @@ class BearerAuthMiddleware:
             return
         if scope["type"] != "http" or scope.get("path") in self._exempt:
             await self.app(scope, receive, send)
+            return
+        if str(scope.get("path", "")).startswith(OAUTH_DISCOVERY_PREFIXES):
+            # Clients probe these to learn whether to start an OAuth flow: a 401 reads as "OAuth, but broken"
+            # (mcp-use logs errors), a 404 as "no OAuth here", which is the truth with a static bearer token.
+            await send_json(
+                send,
+                404,
+                {
+                    "error": "not_found",
+                    "error_description": "OAuth is off: send the bearer token (KEYAPI_MCP_AUTH_TOKEN).",
+                },
+                [],
+            )
             return
         ok, reason = self._authorized(scope)
         if ok:
