@@ -430,3 +430,36 @@ async def test_unset_the_threshold_follows_the_cap_sized_from_the_ids_and_asks_o
             parsed(await client.call_tool(TOOL, {"video_ids": more, "max_credits": 8}))
     ((question, sent_before),) = asker.asked
     assert "up to 8 KeyAPI credits" in question and sent_before == 1
+
+
+GROUPS = [{"name": "creator A", "video_ids": [SIXTY]}, {"name": "creator B", "video_ids": [THREE]}]
+
+
+@pytest.mark.parametrize("mode", REVISIONS)
+async def test_compare_video_groups_asks_for_its_unions_quote_before_it_spends(tmp_path, mode):
+    async with rig(tmp_path) as r:
+        asker = Asker(r.fake)
+        async with Client(server(r), mode=mode, elicitation_callback=asker) as client:
+            within = await client.call_tool("compare_video_groups", {"groups": GROUPS})
+            assert asker.asked == [] and len(r.fake.requests) == 5  # the default cap, not the consent ceiling
+            assert cost(within)["spent"] == 5
+            result = await client.call_tool("compare_video_groups", {"groups": GROUPS, "max_credits": 10})
+    (question, sent_before), *more = asker.asked
+    assert more == [] and sent_before == 5
+    assert "up to 10 KeyAPI credits" in question
+    assert result.is_error is not True and "PARTIAL" not in text_of(result)
+    assert cost(result)["spent"] == len(r.fake.requests) - 5
+
+
+@pytest.mark.parametrize("mode", REVISIONS)
+async def test_compare_video_groups_without_elicitation_names_its_own_call_with_the_token(tmp_path, mode):
+    args = {"groups": GROUPS, "max_credits": 10}
+    async with rig(tmp_path) as r, Client(server(r), mode=mode) as client:
+        first = await client.call_tool("compare_video_groups", args)
+        token = confirmation(first)["token"]
+        assert r.fake.requests == [] and "compare_video_groups {" in text_of(first)
+        confirmed = await client.call_tool("compare_video_groups", {**args, "confirm": token})
+        assert confirmed.is_error is not True and cost(confirmed)["spent"] == 7 == len(r.fake.requests)
+        again = await client.call_tool("compare_video_groups", {**args, "refresh": True, "confirm": token})
+        confirmation(again, "confirmation_invalid")
+    assert len(r.fake.requests) == 7

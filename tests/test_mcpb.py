@@ -106,7 +106,12 @@ async def test_the_unpacked_bundle_answers_when_launched_as_the_host_launches_it
     unpacked = tmp_path / "bundle"
     with zipfile.ZipFile(bundle) as archive:
         archive.extractall(unpacked)
-    user_config = {"api_key": TEST_API_KEY, "daily_credit_limit": 7, "max_credits_per_call": 3}
+    user_config = {
+        "api_key": TEST_API_KEY,
+        "daily_credit_limit": 7,
+        "max_credits_per_call": 3,
+        "max_credits_with_consent": 25,
+    }
     mcp_config = MANIFEST["server"]["mcp_config"]
     args = [substitute(arg, unpacked, user_config) for arg in mcp_config["args"]]
     env = {name: substitute(value, unpacked, user_config) for name, value in mcp_config["env"].items()}

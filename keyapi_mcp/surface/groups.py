@@ -12,21 +12,34 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyapi_mcp.config import Settings
+from keyapi_mcp.core.budget import NO_LOWER_CAP, explicit_cap
+from keyapi_mcp.core.consent import Quote
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
-from keyapi_mcp.errors import InvalidInput
-from keyapi_mcp.presentation.build import build_result
+from keyapi_mcp.errors import InvalidInput, KeyAPIError
+from keyapi_mcp.presentation.build import build_result, remaining_for_caller
 from keyapi_mcp.presentation.compare import build_comparison, render_comparison
 from keyapi_mcp.presentation.models import GroupComparisonResult
 from keyapi_mcp.surface.app import icons
 from keyapi_mcp.surface.caller import current_caller
+from keyapi_mcp.surface.consent import SpendConsent, ask_consent, cost_meta, failed, gate, quote_call
 from keyapi_mcp.surface.state import AppState
-from keyapi_mcp.surface.tools import NO_LOWER_CAP, MaxCredits, Refresh, VideoIds, describe_cost, published
+from keyapi_mcp.surface.tools import (
+    MAX_AGE_SECONDS,
+    Confirm,
+    MaxCredits,
+    Refresh,
+    VideoIds,
+    describe_cost,
+    published,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +106,76 @@ def _named(groups: list[VideoGroup]) -> list[tuple[str, list[str]]]:
     return named
 
 
+def _union(named: list[tuple[str, list[str]]]) -> list[str]:
+    return list(dict.fromkeys(vid for _, ids in named for vid in ids))
+
+
+async def quote_groups(
+    ctx: Context[AppState], groups: list[VideoGroup], max_credits: int, refresh: bool
+) -> Quote | None:
+    """The comparison's quote: that of the groups' union from its first page, as get_video_products quotes it."""
+    return await quote_call(ctx, _union(_named(groups)), 1, max_credits, MAX_AGE_SECONDS, refresh)
+
+
+async def ask_groups_consent(
+    quote: Annotated[Quote | None, Resolve(quote_groups)], ctx: Context[AppState], confirm: str
+) -> Elicit[SpendConsent] | str:
+    """The same question (or token) as get_video_products, for the union's quote."""
+    return await ask_consent(quote, ctx, confirm)
+
+
 async def compare_video_groups(
     groups: Groups,
     ctx: Context[AppState],
+    quote: Annotated[Quote | None, Resolve(quote_groups)],
+    consent: Annotated[ElicitationResult[SpendConsent], Resolve(ask_groups_consent)],
     max_credits: MaxCredits = NO_LOWER_CAP,
     top: GroupTop = 3,
     sort_by: GroupSortBy = "gmv",
     refresh: Refresh = False,
+    confirm: Confirm = "",
 ) -> Annotated[CallToolResult, GroupComparisonResult]:
+    """Above the consent threshold the user is asked first, exactly as for get_video_products (`gate`)."""
     state = ctx.request_context.lifespan_context
     named = _named(groups)
-    union = list(dict.fromkeys(vid for _, ids in named for vid in ids))
-    outcome = await state.service.fetch(
-        union, max_credits=max_credits, refresh=refresh, progress=_progress(ctx), caller=current_caller()
+    given = {
+        "groups": [{"name": name, "video_ids": ids} for name, ids in named],
+        "max_credits": explicit_cap(max_credits),
+        "top": top if top != 3 else None,
+        "sort_by": sort_by if sort_by != "gmv" else None,
+        "refresh": refresh or None,
+    }
+    allowance = await gate(
+        state, quote, consent, confirm=confirm, tool=TOOL_NAME, arguments={k: v for k, v in given.items() if v}
     )
-    result = build_result(outcome, daily_limit=state.settings.daily_credit_limit, demo=state.demo)
+    if isinstance(allowance, CallToolResult):
+        return allowance  # declined, or a token to confirm: nothing was requested
+    caller = current_caller()
+    try:
+        outcome = await state.service.fetch(
+            _union(named),
+            max_credits=max_credits,
+            refresh=refresh,
+            consented=allowance.consented,
+            progress=_progress(ctx),
+            caller=caller,
+        )
+    except KeyAPIError as exc:
+        return await failed(state, exc, caller)
+    settings = state.settings
+    result = build_result(outcome, daily_limit=settings.daily_credit_limit, demo=state.demo)
     comparison = build_comparison(result, outcome.complete_ids, named, top=top, by=sort_by)
     return CallToolResult(
         content=[TextContent(type="text", text=render_comparison(comparison))],
         structured_content=comparison.model_dump(mode="json"),
+        meta=cost_meta(
+            spent=result.credits.spent,
+            cached_videos=result.credits.cached_videos,
+            remaining_today=remaining_for_caller(
+                outcome, settings.daily_credit_limit, settings.user_daily_credit_limit
+            ),
+            daily_limit=result.credits.daily_limit,
+        ),
     )
 
 
