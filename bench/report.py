@@ -139,7 +139,7 @@ def table(r: dict[str, Any]) -> str:
                 f"{m['keyapi']:.0f}",
                 f"minimal {m['minimal']:.0f}",
                 f"{_x(cs['keyapi_vs_minimal'])} minimal",
-                "≤ 1.10× " + _ok(cs["bars"]["cold start ≤ 1.10× minimal server"]),
+                "≤ 1.15× " + _ok(cs["bars"]["cold start ≤ 1.15× minimal server"]),
             )
         )
     mem = r.get("stdio", {}).get("memory")
@@ -258,7 +258,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
         ratios.append(("(cached ×direct GET, 0 ms)", lat0["cached_p50_vs_direct"], None, False))
     cs = r.get("stdio", {}).get("cold_start")
     if cs:
-        ratios.append(("cold start ×minimal", cs["keyapi_vs_minimal"], 1.10, False))
+        ratios.append(("cold start ×minimal", cs["keyapi_vs_minimal"], 1.15, False))
     mem = r.get("stdio", {}).get("memory")
     if mem:
         ratios.append((f"RSS after {mem['calls']:,} calls ×minimal", mem["after_calls_vs_minimal"], 1.15, False))

@@ -47,6 +47,7 @@ from bench.naive_server import ENDPOINT
 from bench.wire import WireClient
 
 MB = 1024 * 1024
+COLD_START_BAR = 1.15  # issue 20: spawn to initialized, median of the run, against the minimal server
 
 
 def keyapi_params(base_url: str, state_dir: Path) -> StdioServerParameters:
@@ -233,7 +234,7 @@ async def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
         "median_ms": {k: round(median(v) * 1000, 1) for k, v in times.items()},
         "keyapi_vs_minimal": round(ratio, 3),
         "naive_vs_minimal": round(median(times["naive"]) / median(times["minimal"]), 3),
-        "bars": {"cold start ≤ 1.10× minimal server": ratio <= 1.10},
+        "bars": {"cold start ≤ 1.15× minimal server": ratio <= COLD_START_BAR},
     }
 
 

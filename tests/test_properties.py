@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult
 
+from keyapi_mcp.core import text as text_module
 from keyapi_mcp.presentation.models import CreditUsage
 from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset, mock_transport
 
@@ -188,3 +190,24 @@ async def test_get_credit_usage_takes_no_arguments_and_rejects_any_with_invalid_
         assert not result.is_error
         CreditUsage.model_validate(result.structured_content)
     assert fake.requests == []
+
+
+def _reference_clean(value: str) -> str:
+    """clean_text's definition, spelled without its fast paths: escape sequences out whole, then every character of
+    a control category (but the emoji joiner) out, whitespace runs as one space."""
+    value = text_module._TERMINAL_SEQUENCE.sub("", value)
+    kept = "".join(
+        " " if ch in "\t\n\r" else ch
+        for ch in value
+        if ch in "\t\n\r" or unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"} or ch == "\u200d"
+    )
+    return re.sub(r"\s+", " ", kept).strip()
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.text(alphabet=st.characters(codec=None), max_size=60) | st.text(max_size=60))
+@example(value="plain «text» \x1b[31mred\x1b[0m")
+@example(value="emoji 👩\u200d💻 and \u202eoverride\u00a0nbsp\u3000ideographic")
+@example(value="C1 \x9b31m and \x9d title \x07 bell")
+def test_clean_text_fast_paths_agree_with_its_definition(value: str) -> None:
+    assert text_module.clean_text(value, limit=10_000) == _reference_clean(value)

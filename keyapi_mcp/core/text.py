@@ -38,11 +38,12 @@ _ANGLE_CLOSERS = "›»〉》⟩⟫❯❭❱⧽﹥＞〉⦒"
 _SQUARE_TO_ROUND = {ord("["): "(", ord("]"): ")", ord("［"): "(", ord("］"): ")", ord("【"): "(", ord("】"): ")"}
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.:-]+")
+_ESCAPE_START = re.compile(r"[\x1b\x80-\x9f]")  # ESC or a C1 control: where an escape sequence may begin
 
 
 def strip_terminal_sequences(value: str) -> str:
     """Remove ANSI/ECMA-48 escape sequences whole (not only their ESC byte)."""
-    if "\x1b" not in value and not any("\x80" <= ch <= "\x9f" for ch in value):
+    if not _ESCAPE_START.search(value):  # most text: one scan in C instead of a Python loop per character
         return value
     return _TERMINAL_SEQUENCE.sub("", value)
 
@@ -109,8 +110,12 @@ def clean_text(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
     if value is None:
         return None
     value = strip_terminal_sequences(value)  # whole sequences first: stripping ESC alone leaves "[31m"
-    # ASCII holds no format, surrogate or private-use characters: only the C0 controls and DEL are Cc.
-    cleaned = value.translate(_ASCII_CONTROLS) if value.isascii() else _strip_controls(value)
+    # ASCII holds no format, surrogate or private-use characters: only the C0 controls and DEL are Cc. Text that
+    # `str.isprintable` accepts holds none of the control categories (nor tabs or line breaks): nothing to strip.
+    if value.isascii():
+        cleaned = value.translate(_ASCII_CONTROLS)
+    else:
+        cleaned = value if value.isprintable() else _strip_controls(value)
     cleaned = re.sub(r"\s+", " ", cleaned).strip()
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 1].rstrip() + "…"
