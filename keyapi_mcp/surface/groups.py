@@ -31,15 +31,7 @@ from keyapi_mcp.surface.app import icons
 from keyapi_mcp.surface.caller import current_caller
 from keyapi_mcp.surface.consent import SpendConsent, ask_consent, cost_meta, failed, gate, quote_call
 from keyapi_mcp.surface.state import AppState
-from keyapi_mcp.surface.tools import (
-    MAX_AGE_SECONDS,
-    Confirm,
-    MaxCredits,
-    Refresh,
-    VideoIds,
-    describe_cost,
-    published,
-)
+from keyapi_mcp.surface.tools import MAX_AGE_SECONDS, Confirm, MaxCredits, Refresh, VideoIds, describe_cost, published
 
 log = logging.getLogger(__name__)
 
