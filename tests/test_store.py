@@ -22,8 +22,9 @@ from helpers import RESET_AT, T0, TEST_API_KEY, Clock
 from keyapi_mcp.core.budget import CallBudget, CallLimits
 from keyapi_mcp.core.domain import Attempt, query_key, utc_day
 from keyapi_mcp.errors import BudgetExceeded, StateStoreError, StoreOpenError
-from keyapi_mcp.state import sqlite_store
-from keyapi_mcp.state.sqlite_store import DB_FILENAME, MIGRATIONS, SQLiteStore, apply_migrations
+from keyapi_mcp.state import sqlite_schema
+from keyapi_mcp.state.sqlite_schema import MIGRATIONS, apply_migrations
+from keyapi_mcp.state.sqlite_store import DB_FILENAME, SQLiteStore
 from keyapi_mcp.upstream.client import KeyAPIClient, RateLimiter
 
 
@@ -512,7 +513,7 @@ async def test_day_usage_counts_each_outcome_once_and_agrees_with_a_fresh_count(
 async def test_the_caller_migration_books_an_existing_ledger_to_the_local_caller(tmp_path: Path, monkeypatch):
     path = tmp_path / "state.sqlite3"
     with monkeypatch.context() as patch:  # a database as the release before per-user limits left it
-        patch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:2])
+        patch.setattr(sqlite_schema, "MIGRATIONS", MIGRATIONS[:2])
         await SQLiteStore(path, clock=Clock(T0)).close()
     conn = sqlite3.connect(path)
     with conn:

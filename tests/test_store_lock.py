@@ -6,9 +6,11 @@ the lock is held by another process in `BEGIN IMMEDIATE` (a long transaction, a 
 
 from __future__ import annotations
 
+import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ from fakes import FakeUpstreamServer
 from helpers import TEST_API_KEY, THREE_ROWS, TOOL, TWELVE_ROWS, assert_tool_error, http_server_process, parsed
 from test_http import connect
 
-from keyapi_mcp.state.sqlite_store import BUSY_TIMEOUT_MS, DB_FILENAME
+from keyapi_mcp.errors import StateStoreError
+from keyapi_mcp.state.sqlite_store import BUSY_TIMEOUT_MS, DB_FILENAME, SQLiteStore
 from keyapi_mcp.upstream.demo import FakeUpstream, demo_dataset
 
 pytestmark = pytest.mark.anyio
@@ -117,3 +120,38 @@ async def test_a_lock_held_past_the_busy_timeout_refuses_the_paid_call_clearly_a
     assert "stayed locked by another process" in text and "No upstream request was made" in text
     assert BUSY_TIMEOUT_MS / 1000 <= seconds < BUSY_TIMEOUT_MS / 1000 + 5
     assert fake.requests == [] and usage is not None and usage["spent_today"] == 0
+
+
+def _locked() -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError("database is locked")
+    exc.sqlite_errorcode = sqlite3.SQLITE_BUSY  # what SQLite sets when a lock is held elsewhere
+    return exc
+
+
+async def test_a_read_runs_on_the_loop_and_only_a_read_that_would_wait_moves_to_a_worker_thread(tmp_path: Path):
+    """In WAL mode a read waits for no writer, so it runs on the loop with no busy wait at all; the rare read
+    that meets a lock (a crash recovery, an exclusive locking mode) is retried in a thread with the full wait."""
+    store = SQLiteStore(tmp_path / DB_FILENAME)
+    loop_thread = threading.get_ident()
+    seen: list[tuple[int, int]] = []
+
+    def read(conn: sqlite3.Connection) -> str:
+        seen.append((threading.get_ident(), conn.execute("PRAGMA busy_timeout").fetchone()[0]))
+        if len(seen) == 1:
+            raise _locked()
+        return "rows"
+
+    try:
+        assert await store._read(read) == "rows"
+        (first, first_wait), (second, second_wait) = seen
+        assert (first, first_wait) == (loop_thread, 0)
+        assert second != loop_thread and second_wait == BUSY_TIMEOUT_MS
+        assert await store._read(lambda conn: conn.execute("PRAGMA busy_timeout").fetchone()[0]) == 0
+
+        def broken(conn: sqlite3.Connection) -> None:
+            raise sqlite3.OperationalError("no such table: nowhere")
+
+        with pytest.raises(StateStoreError, match="is not usable"):
+            await store._read(broken)  # any other failure is mapped as before, not retried
+    finally:
+        await store.close()

@@ -11,11 +11,12 @@ killed mid-request leaves it counted (over-counting by one beats spending blind)
 `synchronous=NORMAL` with WAL keeps the ledger intact across process crashes without a disk flush per
 request (only an OS crash may lose the last transactions).
 
-The schema is a list of named migrations recorded in the `migrations` table, applied in order.
+The schema and its migrations are in `keyapi_mcp.state.sqlite_schema`.
 
-Every statement runs in a worker thread, never on the event loop, so another process holding the write
-lock (a long transaction, a backup) stalls only the writes waiting for it, up to the busy timeout, never
-health checks, free reads or other calls. Each connection is used by one thread at a time (a capacity
+No statement waits for a lock on the event loop, so another process holding the write lock (a long
+transaction, a backup) stalls only the writes waiting for it, up to the busy timeout, never health checks,
+free reads or other calls: writes run in a worker thread, and reads on the loop only where they cannot wait
+(`_read`). Each connection is used by one thread at a time (a capacity
 limiter of one: callers wait as tasks, not threads): writes on one, reads on another (in WAL mode a reader
 never waits for a writer), and the "saved by cache" counter on a third with a short wait, skipped (logged)
 while the file stays locked, so a cached answer never queues behind a paid call. Atomicity is SQLite's, as
@@ -54,7 +55,8 @@ from keyapi_mcp.core.domain import (
 )
 from keyapi_mcp.diagnose import state_open_failure
 from keyapi_mcp.errors import StateStoreError, StoreOpenError
-from keyapi_mcp.state.sqlite_consents import CONSENTS_MIGRATION, ConsentTable
+from keyapi_mcp.state.sqlite_consents import ConsentTable
+from keyapi_mcp.state.sqlite_schema import apply_migrations
 
 log = logging.getLogger(__name__)
 
@@ -64,82 +66,9 @@ SAVINGS_BUSY_TIMEOUT_MS = 250  # the "saved by cache" counter: a statistic, neve
 LOCKED_HINT = "Retry in a moment; if it persists, look for a process holding the file in a long transaction."
 UNUSABLE_HINT = "Check that the state directory is writable and not full (KEYAPI_STATE_DIR), then retry."
 
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "0001_ledger",
-        """
-        CREATE TABLE ledger (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            at REAL NOT NULL,
-            day TEXT NOT NULL,
-            ids_count INTEGER NOT NULL,
-            page INTEGER,
-            http_status INTEGER,
-            outcome TEXT NOT NULL,
-            charged TEXT NOT NULL,
-            request_id TEXT,
-            pid INTEGER
-        );
-        CREATE INDEX ledger_day_charged ON ledger(day, charged);
-        """,
-    ),
-    (
-        "0002_cache",
-        """
-        CREATE TABLE videos (
-            video_id TEXT PRIMARY KEY,
-            rows TEXT NOT NULL,
-            fetched_at REAL NOT NULL
-        );
-        CREATE INDEX videos_fetched_at ON videos(fetched_at);
-        CREATE TABLE pages (
-            query TEXT NOT NULL,
-            page INTEGER NOT NULL,
-            rows TEXT NOT NULL,
-            fetched_at REAL NOT NULL,
-            PRIMARY KEY (query, page)
-        );
-        CREATE INDEX pages_fetched_at ON pages(fetched_at);
-        CREATE TABLE savings (
-            day TEXT PRIMARY KEY,
-            credits INTEGER NOT NULL
-        );
-        """,
-    ),
-    (
-        # Who each credit was reserved for (keyapi_mcp.caller): the per-user daily limit counts by it.
-        "0003_ledger_caller",
-        """
-        ALTER TABLE ledger ADD COLUMN caller TEXT NOT NULL DEFAULT 'local';
-        CREATE INDEX ledger_day_caller ON ledger(day, caller, charged);
-        """,
-    ),
-    CONSENTS_MIGRATION,
-]
 
-
-def apply_migrations(conn: sqlite3.Connection, now: float) -> list[str]:
-    """Apply pending migrations in order, each in its own transaction; return the names applied."""
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    applied: list[str] = []
-    for name, sql in MIGRATIONS:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            done = conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone()
-            if done:
-                conn.execute("COMMIT")
-                continue
-            for statement in sql.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT INTO migrations(name, applied_at) VALUES (?, ?)", (name, now))
-            conn.execute("COMMIT")
-            applied.append(name)
-        except BaseException:
-            if conn.in_transaction:  # a failed BEGIN (disk full…) leaves none: keep the original error
-                conn.execute("ROLLBACK")
-            raise
-    return applied
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class SQLiteStore(ConsentTable):
@@ -168,10 +97,11 @@ class SQLiteStore(ConsentTable):
             apply_migrations(self._writer, clock())
             # Without WAL a reader would wait for writers anyway; one connection then, as in memory.
             separate = str(mode).lower() == "wal"
-            reader = self._connect() if separate else self._writer
+            reader = self._connect(busy_timeout_ms=0) if separate else self._writer
             saver = self._connect(SAVINGS_BUSY_TIMEOUT_MS) if separate else self._writer
         except (sqlite3.Error, OSError) as exc:
             raise StoreOpenError(state_open_failure(file, exc)) from None
+        self._loop_reads = separate  # see `_read`
         # One thread at a time per connection: one limiter each, shared where the connection is shared.
         write = (self._writer, anyio.CapacityLimiter(1))
         self._lanes = {"write": write, "read": write, "savings": write}
@@ -204,7 +134,28 @@ class SQLiteStore(ConsentTable):
         return await anyio.to_thread.run_sync(self._run_sync, conn, fn, txn, limiter=slot)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return await self._run(fn, lane="read")
+        """Run a read on the event loop where it cannot wait, else in a worker thread.
+
+        In WAL mode a reader takes no lock that a writer holds, so on its own connection (busy timeout 0) a read
+        answers at once or fails with SQLITE_BUSY (a crash recovery or an exclusive locking mode elsewhere); only
+        then is it waited for, in a worker thread. Every cache read of a call would otherwise pay a thread hop."""
+        if not self._loop_reads:
+            return await self._run(fn, lane="read")
+        conn, slot = self._lanes["read"]
+        async with slot:
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise self._failure(exc) from None
+            return await anyio.to_thread.run_sync(self._wait_read, conn, fn)
+
+    def _wait_read(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            return self._run_sync(conn, fn, False)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
 
     def _run_sync(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any], txn: bool) -> Any:
         """Map SQLite failures to `StateStoreError` (runs in the connection's one worker thread)."""
@@ -221,11 +172,14 @@ class SQLiteStore(ConsentTable):
                 return result
             return fn(conn)
         except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                what, hint = f"stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s", LOCKED_HINT
-            else:
-                what, hint = f"is not usable: {exc}", UNUSABLE_HINT
-            raise StateStoreError(f"The credit ledger ({self.description}) {what}.", hint=hint) from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: sqlite3.Error) -> StateStoreError:
+        if _is_busy(exc):
+            what, hint = f"stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s", LOCKED_HINT
+        else:
+            what, hint = f"is not usable: {exc}", UNUSABLE_HINT
+        return StateStoreError(f"The credit ledger ({self.description}) {what}.", hint=hint)
 
     # -- ledger ---------------------------------------------------------------------------------
 
