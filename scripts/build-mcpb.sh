@@ -23,12 +23,10 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "build-mcpb: npm is required to install the pinned MCP Bundle CLI (any Node >= 18 with npm)" >&2
   exit 1
 fi
-mkdir -p "$TOOLS"
-if ! cmp -s scripts/mcpb/package-lock.json "$TOOLS/package-lock.json" || [ ! -d "$TOOLS/node_modules/@anthropic-ai/mcpb" ]; then
-  cp scripts/mcpb/package.json scripts/mcpb/package-lock.json "$TOOLS/"
-  # The pinned Node 22 is an optional dependency: npm installs it on Linux x64 and skips it elsewhere.
-  npm ci --prefix "$TOOLS" --no-audit --no-fund --loglevel=error
-fi
+# The pinned Node 22 is an optional dependency: npm installs it on Linux x64 and skips it elsewhere.
+# shellcheck source=scripts/npm-pinned.sh
+. scripts/npm-pinned.sh
+npm_pinned mcpb "$TOOLS" "$TOOLS/node_modules/@anthropic-ai/mcpb"
 if [ -x "$TOOLS/node_modules/.bin/node" ]; then
   NODE="$TOOLS/node_modules/.bin/node"
 else

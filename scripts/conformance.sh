@@ -29,13 +29,11 @@ if ! command -v npm >/dev/null 2>&1; then
   exit 1
 fi
 
-# install <lock dir under scripts/> <target dir>: npm ci there unless the same lock file is installed already.
+# shellcheck source=scripts/npm-pinned.sh
+. scripts/npm-pinned.sh
+# install <lock dir under scripts/> <target dir>: the pinned suite and its Node, which must run here.
 install() {
-  mkdir -p "$2"
-  if ! cmp -s "scripts/$1/package-lock.json" "$2/package-lock.json" || [ ! -x "$2/node_modules/.bin/node" ]; then
-    cp "scripts/$1/package.json" "scripts/$1/package-lock.json" "$2/"
-    npm ci --prefix "$2" --no-audit --no-fund --loglevel=error
-  fi
+  npm_pinned "$1" "$2" "$2/node_modules/.bin/node"
   if ! "$2/node_modules/.bin/node" --version >/dev/null 2>&1; then
     echo "conformance: SKIPPED: the pinned Node in $2 does not run on this machine ($(uname -sm))." >&2
     exit 0

@@ -16,11 +16,9 @@ if [ "$(uname -s)" != "Linux" ] || [ "$(uname -m)" != "x86_64" ]; then
   echo "schema portability: SKIPPED: the pinned Node runs on Linux x86-64 only, not on $(uname -s) $(uname -m)." >&2
   exit 0
 fi
-mkdir -p "$DIR"
-if ! cmp -s scripts/inspector/package-lock.json "$DIR/package-lock.json" || [ ! -x "$DIR/node_modules/.bin/node" ]; then
-  cp scripts/inspector/package.json scripts/inspector/package-lock.json "$DIR/"
-  npm ci --prefix "$DIR" --no-audit --no-fund --loglevel=error
-fi
+# shellcheck source=scripts/npm-pinned.sh
+. scripts/npm-pinned.sh
+npm_pinned inspector "$DIR" "$DIR/node_modules/.bin/node"
 
 # A clean environment for the server: no KEYAPI_* of the caller's, its state in a directory of its own.
 report="$DIR/report.txt"

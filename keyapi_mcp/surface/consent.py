@@ -35,9 +35,11 @@ from keyapi_mcp.core.consent import (
     redeem_token,
     remaining_today,
 )
-from keyapi_mcp.core.domain import iso
+from keyapi_mcp.core.domain import FetchOutcome, iso
 from keyapi_mcp.core.ids import normalize_video_ids
 from keyapi_mcp.errors import ConfirmationInvalid, ConfirmationRequired, KeyAPIError, SpendDeclined, StateStoreError
+from keyapi_mcp.presentation.build import remaining_for_caller
+from keyapi_mcp.presentation.models import Credits
 from keyapi_mcp.surface.caller import current_caller
 from keyapi_mcp.surface.state import AppState
 
@@ -126,6 +128,18 @@ def cost_meta(
     }
 
 
+def answer_cost(state: AppState, outcome: FetchOutcome, credits: Credits) -> dict[str, Any]:
+    """The cost `_meta` of an answered call: what it spent, the videos it found cached, and what the caller
+    may still spend today (the smaller of the daily and per-user remainders)."""
+    settings = state.settings
+    return cost_meta(
+        spent=credits.spent,
+        cached_videos=credits.cached_videos,
+        remaining_today=remaining_for_caller(outcome, settings.daily_credit_limit, settings.user_daily_credit_limit),
+        daily_limit=credits.daily_limit,
+    )
+
+
 async def failed(state: AppState, exc: KeyAPIError, caller: str) -> CallToolResult:
     """A failed call's `[code]` answer, with what it cost (the service sets `exc.spent`) in `_meta` too."""
     try:
@@ -153,8 +167,10 @@ def _refusal(state: AppState, quote: Quote, text: str, structured: dict[str, Any
 
 
 def repeat_call(tool: str, arguments: dict[str, Any], token: str) -> str:
-    """The exact call the model should make once the user agrees: its own arguments plus `confirm`."""
-    return f"{tool} {json.dumps({**arguments, 'confirm': token}, ensure_ascii=False, separators=(', ', ': '))}"
+    """The exact call the model should make once the user agrees: the arguments it gave (None = left at its
+    default, so not repeated) plus `confirm`."""
+    given = {name: value for name, value in arguments.items() if value is not None}
+    return f"{tool} {json.dumps({**given, 'confirm': token}, ensure_ascii=False, separators=(', ', ': '))}"
 
 
 async def confirmation_required(

@@ -9,7 +9,6 @@ would otherwise add up and divide itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from mcp.server.elicitation import ElicitationResult
@@ -24,14 +23,23 @@ from keyapi_mcp.core.budget import NO_LOWER_CAP, explicit_cap
 from keyapi_mcp.core.consent import Quote
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.errors import InvalidInput, KeyAPIError
-from keyapi_mcp.presentation.build import build_result, remaining_for_caller
+from keyapi_mcp.presentation.build import build_result
 from keyapi_mcp.presentation.compare import build_comparison, render_comparison
 from keyapi_mcp.presentation.models import GroupComparisonResult
 from keyapi_mcp.surface.app import icons
 from keyapi_mcp.surface.caller import current_caller
-from keyapi_mcp.surface.consent import SpendConsent, ask_consent, cost_meta, failed, gate, quote_call
+from keyapi_mcp.surface.consent import SpendConsent, answer_cost, ask_consent, failed, gate, quote_call
 from keyapi_mcp.surface.state import AppState
-from keyapi_mcp.surface.tools import MAX_AGE_SECONDS, Confirm, MaxCredits, Refresh, VideoIds, describe_cost, published
+from keyapi_mcp.surface.tools import (
+    MAX_AGE_SECONDS,
+    Confirm,
+    MaxCredits,
+    Refresh,
+    VideoIds,
+    describe_cost,
+    progress_reporter,
+    published,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +79,6 @@ GroupTop = Annotated[int, Field(ge=1, le=20, description="Top products listed pe
 GroupSortBy = Annotated[
     Literal["gmv", "units"], Field(description="What each group's top products are ranked by (default gmv).")
 ]
-
-
-def _progress(ctx: Context[AppState]) -> Callable[[int, str], Awaitable[None]]:
-    async def progress(done: int, message: str) -> None:
-        try:
-            await ctx.report_progress(done, None, message)
-        except Exception:  # progress is best effort; never lose a paid page over it
-            log.debug("progress notification failed", exc_info=True)
-
-    return progress
 
 
 def _named(groups: list[VideoGroup]) -> list[tuple[str, list[str]]]:
@@ -137,9 +135,7 @@ async def compare_video_groups(
         "sort_by": sort_by if sort_by != "gmv" else None,
         "refresh": refresh or None,
     }
-    allowance = await gate(
-        state, quote, consent, confirm=confirm, tool=TOOL_NAME, arguments={k: v for k, v in given.items() if v}
-    )
+    allowance = await gate(state, quote, consent, confirm=confirm, tool=TOOL_NAME, arguments=given)
     if isinstance(allowance, CallToolResult):
         return allowance  # declined, or a token to confirm: nothing was requested
     caller = current_caller()
@@ -149,25 +145,17 @@ async def compare_video_groups(
             max_credits=max_credits,
             refresh=refresh,
             consented=allowance.consented,
-            progress=_progress(ctx),
+            progress=progress_reporter(ctx),
             caller=caller,
         )
     except KeyAPIError as exc:
         return await failed(state, exc, caller)
-    settings = state.settings
-    result = build_result(outcome, daily_limit=settings.daily_credit_limit, demo=state.demo)
+    result = build_result(outcome, daily_limit=state.settings.daily_credit_limit, demo=state.demo)
     comparison = build_comparison(result, outcome.complete_ids, named, top=top, by=sort_by)
     return CallToolResult(
         content=[TextContent(type="text", text=render_comparison(comparison))],
         structured_content=comparison.model_dump(mode="json"),
-        meta=cost_meta(
-            spent=result.credits.spent,
-            cached_videos=result.credits.cached_videos,
-            remaining_today=remaining_for_caller(
-                outcome, settings.daily_credit_limit, settings.user_daily_credit_limit
-            ),
-            daily_limit=result.credits.daily_limit,
-        ),
+        meta=answer_cost(state, outcome, result.credits),
     )
 
 

@@ -5,7 +5,7 @@ Failures are domain errors (`surface.calls`). compare_video_groups is in `surfac
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
@@ -18,7 +18,7 @@ from keyapi_mcp.core.budget import NO_LOWER_CAP, cap_sized_from_ids, explicit_ca
 from keyapi_mcp.core.domain import PAGE_SIZE
 from keyapi_mcp.core.ids import MAX_VIDEO_IDS, normalize_video_ids
 from keyapi_mcp.errors import KeyAPIError
-from keyapi_mcp.presentation.build import build_result, remaining_for_caller
+from keyapi_mcp.presentation.build import build_result
 from keyapi_mcp.presentation.models import CreditUsage, VideoProductsResult
 from keyapi_mcp.presentation.ranking import SortBy
 from keyapi_mcp.presentation.render import render_usage
@@ -26,7 +26,7 @@ from keyapi_mcp.presentation.sizing import cap_structured, fit_text
 from keyapi_mcp.presentation.totals import with_product_totals
 from keyapi_mcp.surface.app import APP_TOOL, APP_TOOL_META, ProductsView, icons, note_quote, note_view
 from keyapi_mcp.surface.caller import current_caller
-from keyapi_mcp.surface.consent import ConsentArg, QuoteArg, cost_meta, failed, gate
+from keyapi_mcp.surface.consent import ConsentArg, QuoteArg, answer_cost, failed, gate
 from keyapi_mcp.surface.resources import cached_video_uris, read_credit_usage, video_links
 from keyapi_mcp.surface.schema import compact_schema
 from keyapi_mcp.surface.state import AppState
@@ -175,6 +175,18 @@ Refresh = Annotated[
 ]
 
 
+def progress_reporter(ctx: Context[AppState]) -> Callable[[int, str], Awaitable[None]]:
+    """The service's progress callback for this call: MCP progress notifications, best effort."""
+
+    async def progress(done: int, message: str) -> None:
+        try:
+            await ctx.report_progress(done, None, message)
+        except Exception:  # progress is best effort; never lose a paid page over it
+            log.debug("progress notification failed", exc_info=True)
+
+    return progress
+
+
 async def get_video_products(
     video_ids: VideoIds,
     ctx: Context[AppState],
@@ -211,16 +223,10 @@ async def get_video_products(
         consent,
         confirm=confirm,
         tool="get_video_products",
-        arguments={k: v for k, v in given.items() if v is not None},
+        arguments=given,
     )
     if isinstance(allowance, CallToolResult):
         return note_quote(allowance, ctx)  # declined, or a token to confirm: nothing was requested
-
-    async def progress(done: int, message: str) -> None:
-        try:
-            await ctx.report_progress(done, None, message)
-        except Exception:  # progress is best effort; never lose a paid page over it
-            log.debug("progress notification failed", exc_info=True)
 
     caller = current_caller()
     try:
@@ -231,7 +237,7 @@ async def get_video_products(
             refresh=refresh,
             max_age=max_age_seconds,
             consented=allowance.consented,
-            progress=progress,
+            progress=progress_reporter(ctx),
             caller=caller,
         )
     except KeyAPIError as exc:
@@ -259,14 +265,7 @@ async def get_video_products(
     return CallToolResult(
         content=[TextContent(type="text", text=note_view(text, ctx)), *links],
         structured_content=structured.model_dump(mode="json", exclude_unset=True),
-        meta=cost_meta(
-            spent=result.credits.spent,
-            cached_videos=result.credits.cached_videos,
-            remaining_today=remaining_for_caller(
-                outcome, state.settings.daily_credit_limit, state.settings.user_daily_credit_limit
-            ),
-            daily_limit=result.credits.daily_limit,
-        ),
+        meta=answer_cost(state, outcome, result.credits),
     )
 
 
