@@ -8,7 +8,6 @@ would otherwise add up and divide itself.
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Literal
 
 from mcp.server.elicitation import ElicitationResult
@@ -40,8 +39,6 @@ from keyapi_mcp.surface.tools import (
     progress_reporter,
     published,
 )
-
-log = logging.getLogger(__name__)
 
 TOOL_NAME = "compare_video_groups"
 MAX_GROUPS = 5
